@@ -1,0 +1,8 @@
+"""adafactor: a memory-true Keras 3 Adafactor, one factory for R and Python."""
+
+from adafactor._arguments import ArgumentError, accepted
+from adafactor.factory import optimizer_adafactor
+from adafactor.optimizer import Adafactor
+
+__version__ = "0.1.0"
+__all__ = ["Adafactor", "ArgumentError", "accepted", "optimizer_adafactor"]

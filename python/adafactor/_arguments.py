@@ -1,0 +1,171 @@
+"""Coercion and validation of every optimizer argument: the one source of truth.
+
+R and Python users reach the same rules: the R wrapper forwards its arguments
+here, and uses `accepted()` for the few checks that must happen before an R
+value is converted (NA, vectors, lists).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable
+
+import numpy as np
+
+from keras.optimizers.schedules import LearningRateSchedule
+
+# What each argument accepts, in words shown to R and Python users alike.
+ACCEPTED = {
+    "learning_rate": "a finite number >= 0, a LearningRateSchedule or a callable",
+    "beta_2_decay": "a finite number < 0",
+    "epsilon_1": "a finite number >= 0",
+    "epsilon_2": "a finite number >= 0",
+    "clip_threshold": "a finite number > 0",
+    "relative_step": "TRUE/True or FALSE/False",
+    "weight_decay": "NULL/None or a finite number >= 0",
+    "clipnorm": "NULL/None or a finite number > 0",
+    "clipvalue": "NULL/None or a finite number > 0",
+    "global_clipnorm": "NULL/None or a finite number > 0",
+    "use_ema": "TRUE/True or FALSE/False",
+    "ema_momentum": "a number in [0, 1]",
+    "ema_overwrite_frequency": "NULL/None or a whole number >= 1",
+    "name": "a non-empty string",
+    "loss_scale_factor": "NULL/None or a finite number > 0",
+    "gradient_accumulation_steps": "NULL/None or a whole number >= 2",
+    # Additional arguments (R's `...`), see the optimizer's docstring.
+    "scale_parameter": "TRUE/True or FALSE/False",
+    "warmup_init": "TRUE/True or FALSE/False",
+    "beta_1": "NULL/None or a number in [0, 1)",
+    "min_dim_size_to_factor": "NULL/None or a whole number >= 1",
+    "factored": "TRUE/True or FALSE/False",
+}
+
+EXTRA_ARGUMENTS = ("scale_parameter", "warmup_init", "beta_1",
+                   "min_dim_size_to_factor", "factored")
+
+
+class ArgumentError(ValueError):
+    """A bad optimizer argument; the message names it, its value and the rule."""
+
+
+def accepted(argument: str) -> str:
+    """What `argument` accepts, in words."""
+    return ACCEPTED[argument]
+
+
+def _fail(argument: str, value: Any) -> None:
+    raise ArgumentError(
+        f"`{argument}` must be {ACCEPTED[argument]}. "
+        f"Received: {argument}={value!r}"
+    )
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int in Python, never a number here; 0-d arrays count.
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0 and np.issubdtype(value.dtype, np.number)
+    return isinstance(value, numbers.Real)
+
+
+def _number(argument: str, value: Any, ok: Callable[[float], bool]) -> float:
+    if not _is_number(value):
+        _fail(argument, value)
+    number = float(value)
+    if math.isnan(number) or not ok(number):
+        _fail(argument, value)
+    return number
+
+
+def _finite(check: Callable[[float], bool]) -> Callable[[float], bool]:
+    return lambda x: math.isfinite(x) and check(x)
+
+
+def _optional(coerce: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda argument, value: None if value is None else coerce(argument, value)
+
+
+def _whole(minimum: int) -> Callable[[str, Any], int]:
+    def coerce(argument: str, value: Any) -> int:
+        number = _number(argument, value, _finite(lambda x: x >= minimum))
+        if number != int(number):
+            _fail(argument, value)
+        return int(number)
+    return coerce
+
+
+def _real(check: Callable[[float], bool]) -> Callable[[str, Any], float]:
+    return lambda argument, value: _number(argument, value, check)
+
+
+def _boolean(argument: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        _fail(argument, value)
+    return bool(value)
+
+
+def _learning_rate(argument: str, value: Any) -> Any:
+    if isinstance(value, LearningRateSchedule) or callable(value):
+        return value
+    return _number(argument, value, _finite(lambda x: x >= 0))
+
+
+def _name(argument: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        _fail(argument, value)
+    return value
+
+
+_COERCE = {
+    "learning_rate": _learning_rate,
+    "beta_2_decay": _real(_finite(lambda x: x < 0)),
+    "epsilon_1": _real(_finite(lambda x: x >= 0)),
+    "epsilon_2": _real(_finite(lambda x: x >= 0)),
+    "clip_threshold": _real(_finite(lambda x: x > 0)),
+    "relative_step": _boolean,
+    "weight_decay": _optional(_real(_finite(lambda x: x >= 0))),
+    "clipnorm": _optional(_real(_finite(lambda x: x > 0))),
+    "clipvalue": _optional(_real(_finite(lambda x: x > 0))),
+    "global_clipnorm": _optional(_real(_finite(lambda x: x > 0))),
+    "use_ema": _boolean,
+    "ema_momentum": _real(lambda x: 0 <= x <= 1),
+    "ema_overwrite_frequency": _optional(_whole(1)),
+    "name": _name,
+    "loss_scale_factor": _optional(_real(_finite(lambda x: x > 0))),
+    "gradient_accumulation_steps": _optional(_whole(2)),
+    "scale_parameter": _boolean,
+    "warmup_init": _boolean,
+    "beta_1": _optional(_real(lambda x: 0 <= x < 1)),
+    "min_dim_size_to_factor": _optional(_whole(1)),
+    "factored": _boolean,
+}
+
+
+def coerce_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Validate `arguments` and return them coerced to what Keras expects.
+
+    Numbers become Python floats (numpy scalars and R integers included),
+    whole numbers become ints, and any rule broken raises `ArgumentError`.
+    """
+    unknown = sorted(set(arguments) - set(_COERCE))
+    if unknown:
+        raise ArgumentError(
+            f"Unknown argument(s): {', '.join(unknown)}. Accepted additional "
+            f"arguments: {', '.join(EXTRA_ARGUMENTS)}."
+        )
+    coerced = {key: _COERCE[key](key, value) for key, value in arguments.items()}
+    clips = [key for key in ("clipnorm", "clipvalue", "global_clipnorm")
+             if coerced.get(key) is not None]
+    if len(clips) > 1:
+        raise ArgumentError(
+            "At most one of `clipnorm`, `clipvalue` and `global_clipnorm` may "
+            f"be set. Received: {', '.join(f'{k}={coerced[k]!r}' for k in clips)}"
+        )
+    if coerced.get("warmup_init") and not coerced.get("relative_step", True):
+        raise ArgumentError(
+            "`warmup_init` needs `relative_step` TRUE/True. Received: "
+            "warmup_init=True, relative_step=False"
+        )
+    return coerced

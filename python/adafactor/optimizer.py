@@ -1,0 +1,252 @@
+"""A memory-true Adafactor for Keras 3.
+
+Keras 3.15's `keras.optimizers.Adafactor` keeps a full-size velocity beside
+its row and column factors, so it saves no memory. This one keeps, for a
+variable of rank >= 2, only the row factor (shape `[:-1]`) and the column
+factor (shape `[:-2] + [-1:]`), and never forms the full second moment: its
+inverse square root is a row vector times a column vector.
+
+Reference: Shazeer, N. and Stern, M. (2018). Adafactor: Adaptive Learning
+Rates with Sublinear Memory Cost. https://arxiv.org/abs/1804.04235
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+import keras
+from keras import ops
+
+from adafactor._arguments import coerce_arguments
+
+# Variables of these dtypes keep their state and compute their update in
+# float32: epsilon_1 = 1e-30 underflows to zero in float16.
+_LOW_PRECISION = ("float16", "bfloat16")
+
+# How the update's RMS is computed; `make bench` times both forms.
+#   "matvec": from the factors and the squared gradient, a matrix-vector
+#             product, without forming the unclipped update;
+#   "direct": forms the unclipped update, then its RMS.
+RMS_FORM = "matvec"
+
+
+def _smallest_normal(dtype) -> float:
+    return float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
+
+
+@keras.saving.register_keras_serializable(package="adafactor")
+class Adafactor(keras.optimizers.Optimizer):
+    """Optimizer that implements the Adafactor algorithm, with factored state.
+
+    Adafactor is commonly used in NLP tasks, and has the advantage of taking
+    less memory because it only saves partial information of previous
+    gradients. The default argument setup is based on the original paper
+    (see reference). When gradients are of dimension > 2, the second moment
+    is factored over the last 2 dimensions.
+
+    Follows `keras.optimizers.Adafactor` (Keras 3.15) to float32 rounding,
+    except:
+
+    - `relative_step=False` turns the iteration-dependent decay
+      `min(learning_rate, 1 / sqrt(t))` off, as documented (Keras applies it
+      either way);
+    - no full-size state: a variable of rank >= 2 keeps n + m numbers;
+    - finite where Keras gives NaN: a zero gradient row and column (a dead
+      ReLU unit) and float16 / bfloat16 variables (state kept in float32).
+
+    Args:
+        learning_rate: A float, a `LearningRateSchedule` or a callable that
+            takes no arguments. Defaults to 0.001.
+        beta_2_decay: The decay rate of beta_2. Defaults to -0.8.
+        epsilon_1: A small offset to keep the denominator away from 0.
+            Defaults to 1e-30.
+        epsilon_2: A small offset to keep the learning rate from becoming too
+            small over time. Defaults to 1e-3.
+        clip_threshold: Clipping threshold of the update's RMS, independent
+            of `clipnorm`, `clipvalue` and `global_clipnorm`. Defaults to 1.0.
+        relative_step: If True, the step size is
+            `min(learning_rate, 1 / sqrt(t))`; if False, `learning_rate`.
+        scale_parameter: If True (default), the step size is multiplied by
+            `max(epsilon_2, RMS(variable))`.
+        warmup_init: If True (needs `relative_step=True`), the relative step
+            is `min(1e-6 * t, 1 / sqrt(t))`, as in Hugging Face's Adafactor;
+            `learning_rate` is then not used.
+        beta_1: None (default) or a momentum in [0, 1): an exponential moving
+            average of the final update, kept in float32 (full-size state).
+        min_dim_size_to_factor: None (default: factor every variable of
+            rank >= 2) or an integer: factor only when both of the last two
+            dimensions are at least this size.
+        factored: If False, keep a full second moment for every variable.
+        **kwargs: Keras's base optimizer arguments (`weight_decay`,
+            `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
+            `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`).
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = 0.001,
+        beta_2_decay: float = -0.8,
+        epsilon_1: float = 1e-30,
+        epsilon_2: float = 1e-3,
+        clip_threshold: float = 1.0,
+        relative_step: bool = True,
+        scale_parameter: bool = True,
+        warmup_init: bool = False,
+        beta_1: float | None = None,
+        min_dim_size_to_factor: int | None = None,
+        factored: bool = True,
+        name: str = "adafactor",
+        **kwargs: Any,
+    ):
+        arguments = coerce_arguments(dict(
+            learning_rate=learning_rate, beta_2_decay=beta_2_decay,
+            epsilon_1=epsilon_1, epsilon_2=epsilon_2,
+            clip_threshold=clip_threshold, relative_step=relative_step,
+            scale_parameter=scale_parameter, warmup_init=warmup_init,
+            beta_1=beta_1, min_dim_size_to_factor=min_dim_size_to_factor,
+            factored=factored, name=name, **kwargs,
+        ))
+        own = {key: arguments.pop(key) for key in (
+            "beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold",
+            "relative_step", "scale_parameter", "warmup_init", "beta_1",
+            "min_dim_size_to_factor", "factored")}
+        super().__init__(**arguments)
+        for key, value in own.items():
+            setattr(self, key, value)
+
+    # -- state -------------------------------------------------------------
+
+    def _is_factored(self, variable) -> bool:
+        shape = variable.shape
+        if not self.factored or len(shape) < 2:
+            return False
+        smallest = self.min_dim_size_to_factor or 1
+        return min(shape[-2], shape[-1]) >= smallest
+
+    @staticmethod
+    def _state_dtype(variable) -> str:
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        return "float32" if dtype in _LOW_PRECISION else dtype
+
+    def build(self, var_list):
+        """Create the state: row and column factors, or a full second moment
+        where a variable is not factored, and a momentum only with beta_1."""
+        if self.built:
+            return
+        super().build(var_list)
+        self._row, self._col, self._second, self._momentum = [], [], [], []
+        for variable in var_list:
+            row = col = second = momentum = None
+            if not self._overwrite_variable_with_gradient(variable):
+                dtype = self._state_dtype(variable)
+                shape = tuple(variable.shape)
+                if self._is_factored(variable):
+                    row = self.add_variable(
+                        shape[:-1], dtype=dtype, name=f"{variable.name}_row")
+                    col = self.add_variable(
+                        shape[:-2] + shape[-1:], dtype=dtype,
+                        name=f"{variable.name}_col")
+                else:
+                    second = self.add_variable(
+                        shape, dtype=dtype, name=f"{variable.name}_second")
+                if self.beta_1 is not None:
+                    momentum = self.add_variable(
+                        shape, dtype="float32",
+                        name=f"{variable.name}_momentum")
+            self._row.append(row)
+            self._col.append(col)
+            self._second.append(second)
+            self._momentum.append(momentum)
+
+    # -- math --------------------------------------------------------------
+
+    def _step_size(self, learning_rate, variable, step, dtype):
+        """rho_t, times max(epsilon_2, RMS(variable)) when scale_parameter."""
+        if self.warmup_init:
+            rho = ops.minimum(1e-6 * step, ops.rsqrt(step))
+        elif self.relative_step:
+            rho = ops.minimum(ops.cast(learning_rate, dtype), ops.rsqrt(step))
+        else:
+            rho = ops.cast(learning_rate, dtype)
+        if not self.scale_parameter:
+            return rho
+        value = ops.cast(variable, dtype)
+        rms = ops.sqrt(ops.mean(ops.square(value)))
+        return ops.maximum(ops.cast(self.epsilon_2, dtype), rms) * rho
+
+    def _factored_update(self, row, col, gradient, grad_square, decay):
+        """Update the factors; return the unclipped update's row and column
+        scales (its value is gradient * row_scale[:, None] * col_scale[None])
+        and its mean square."""
+        row_mean = ops.mean(grad_square, axis=-1) + self.epsilon_1
+        col_mean = ops.mean(grad_square, axis=-2) + self.epsilon_1
+        self.assign(row, decay * row + (1 - decay) * row_mean)
+        self.assign(col, decay * col + (1 - decay) * col_mean)
+        # 1/sqrt(v) = rsqrt(r / mean(r)) * rsqrt(c): never 0 * inf, so a zero
+        # gradient row and column stay finite. The floor guards epsilon_1 = 0.
+        tiny = _smallest_normal(row.dtype)
+        row_norm = ops.maximum(row / ops.mean(row, axis=-1, keepdims=True), tiny)
+        col_norm = ops.maximum(col, tiny)
+        row_scale, col_scale = ops.rsqrt(row_norm), ops.rsqrt(col_norm)
+        if RMS_FORM == "matvec":
+            # sum_ij g2_ij a_i^2 b_j^2 = sum_i a_i^2 (g2 @ b^2)_i
+            weighted = ops.squeeze(
+                ops.matmul(grad_square, ops.expand_dims(1 / col_norm, -1)), -1)
+            mean_square = ops.sum(weighted / row_norm) / math.prod(gradient.shape)
+        else:
+            update = (gradient * ops.expand_dims(row_scale, -1)
+                      * ops.expand_dims(col_scale, -2))
+            mean_square = ops.mean(ops.square(update))
+        return row_scale, col_scale, mean_square
+
+    def update_step(self, gradient, variable, learning_rate):
+        """One Adafactor step for one variable."""
+        index = self._get_variable_index(variable)
+        dtype = self._state_dtype(variable)
+        gradient = ops.cast(gradient, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
+        decay = 1 - ops.power(step, self.beta_2_decay)
+        grad_square = ops.square(gradient)
+        row, col = self._row[index], self._col[index]
+        if row is not None:
+            row_scale, col_scale, mean_square = self._factored_update(
+                row, col, gradient, grad_square, decay)
+        else:
+            second = self._second[index]
+            self.assign(second, decay * second
+                        + (1 - decay) * (grad_square + self.epsilon_1))
+            scale = ops.rsqrt(ops.maximum(second, _smallest_normal(dtype)))
+            mean_square = ops.mean(grad_square * ops.square(scale))
+        clip = ops.maximum(1.0, ops.sqrt(mean_square) / self.clip_threshold)
+        factor = self._step_size(learning_rate, variable, step, dtype) / clip
+        if row is not None:
+            update = (gradient * ops.expand_dims(row_scale * factor, -1)
+                      * ops.expand_dims(col_scale, -2))
+        else:
+            update = gradient * scale * factor
+        momentum = self._momentum[index]
+        if momentum is not None:
+            self.assign(momentum, self.beta_1 * momentum
+                        + (1 - self.beta_1) * ops.cast(update, "float32"))
+            update = momentum
+        self.assign_sub(variable, ops.cast(update, variable.dtype))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            beta_2_decay=self.beta_2_decay,
+            epsilon_1=self.epsilon_1,
+            epsilon_2=self.epsilon_2,
+            clip_threshold=self.clip_threshold,
+            relative_step=self.relative_step,
+            scale_parameter=self.scale_parameter,
+            warmup_init=self.warmup_init,
+            beta_1=self.beta_1,
+            min_dim_size_to_factor=self.min_dim_size_to_factor,
+            factored=self.factored,
+        )
+        return config
