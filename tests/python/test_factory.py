@@ -1,0 +1,125 @@
+"""The Python factory: signature, defaults, coercions, `**kwargs`, errors."""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+
+import adafactor
+from adafactor import ArgumentError, optimizer_adafactor
+from conftest import r_default_to_python, reference_usage
+
+SIGNATURE = inspect.signature(optimizer_adafactor)
+
+
+def test_signature_matches_reference_usage():
+    usage = reference_usage()
+    params = list(SIGNATURE.parameters.values())
+    python_names = [p.name if p.kind is not p.VAR_KEYWORD else "..."
+                    for p in params]
+    # R's `...` sits between `name` and `loss_scale_factor`; in Python the
+    # arguments after it are keyword-only and **kwargs comes last.
+    r_names = [name for name, _ in usage]
+    dots = r_names.index("...")
+    assert python_names == r_names[:dots] + r_names[dots + 1:] + ["..."]
+    keyword_only = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+    assert keyword_only == r_names[dots + 1:]
+
+
+def assert_same_default(actual, expected, name):
+    # The learning rate lives in a float32 variable, as in every Keras optimizer.
+    assert actual == (pytest.approx(expected, rel=1e-7)
+                      if isinstance(expected, float) else expected), name
+    if isinstance(expected, bool) or expected is None:
+        assert actual is expected, name
+
+
+def test_defaults_match_reference_usage():
+    for name, default in reference_usage():
+        if name != "...":
+            assert_same_default(SIGNATURE.parameters[name].default,
+                                r_default_to_python(default), name)
+
+
+def test_returns_a_keras_optimizer_whose_config_carries_every_argument():
+    opt = optimizer_adafactor()
+    assert isinstance(opt, keras.optimizers.Optimizer)
+    assert isinstance(opt, adafactor.Adafactor)
+    config = opt.get_config()
+    for name, default in reference_usage():
+        if name != "...":
+            assert_same_default(config[name], r_default_to_python(default), name)
+
+
+def test_config_round_trips():
+    opt = optimizer_adafactor(learning_rate=0.02, relative_step=False,
+                              clipnorm=2.0, use_ema=True,
+                              ema_overwrite_frequency=5, name="mine",
+                              gradient_accumulation_steps=3, beta_1=0.9)
+    again = adafactor.Adafactor.from_config(opt.get_config())
+    assert again.get_config() == opt.get_config()
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert type(restored) is adafactor.Adafactor
+    assert restored.get_config() == opt.get_config()
+
+
+@pytest.mark.parametrize("value", [1, np.int32(1), np.float32(0.5), np.float64(2)])
+def test_learning_rate_numbers_become_floats(value):
+    opt = optimizer_adafactor(learning_rate=value)
+    lr = opt.get_config()["learning_rate"]
+    assert type(lr) is float and lr == pytest.approx(float(value))
+
+
+@pytest.mark.parametrize("argument,minimum", [
+    ("ema_overwrite_frequency", 1), ("gradient_accumulation_steps", 2)])
+@pytest.mark.parametrize("make", [float, np.int64, np.float32, int])
+def test_integral_numbers_become_ints(argument, minimum, make):
+    opt = optimizer_adafactor(use_ema=True, **{argument: make(10)})
+    value = opt.get_config()[argument]
+    assert type(value) is int and value == 10
+
+
+@pytest.mark.parametrize("argument", [
+    "ema_overwrite_frequency", "gradient_accumulation_steps"])
+def test_non_integral_numbers_are_errors(argument):
+    with pytest.raises(ArgumentError, match=f"`{argument}` must be .*whole "
+                       f"number.*Received: {argument}=2.5"):
+        optimizer_adafactor(use_ema=True, **{argument: 2.5})
+
+
+def test_learning_rate_schedule_and_callable_pass_through():
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    opt = optimizer_adafactor(learning_rate=schedule)
+    assert opt.get_config()["learning_rate"]["class_name"] == "ExponentialDecay"
+    opt = optimizer_adafactor(learning_rate=lambda: 0.25)
+    assert float(opt.learning_rate) == 0.25
+
+
+def test_kwargs_reach_the_optimizer():
+    opt = optimizer_adafactor(scale_parameter=False, factored=False,
+                              min_dim_size_to_factor=np.float64(128))
+    config = opt.get_config()
+    assert config["scale_parameter"] is False
+    assert config["factored"] is False
+    assert config["min_dim_size_to_factor"] == 128
+
+
+def test_unknown_kwargs_are_named_in_the_error():
+    with pytest.raises(ArgumentError, match="Unknown argument.*bogus"):
+        optimizer_adafactor(bogus=1)
+
+
+def test_keyword_only_after_name():
+    with pytest.raises(TypeError):
+        optimizer_adafactor(0.001, -0.8, 1e-30, 1e-3, 1.0, True, None, None,
+                            None, None, False, 0.99, None, "n", 2.0)
+
+
+def test_errors_are_value_errors_naming_argument_value_and_rule():
+    with pytest.raises(ValueError) as info:
+        optimizer_adafactor(clip_threshold=0)
+    message = str(info.value)
+    assert message == ("`clip_threshold` must be a finite number > 0. "
+                       "Received: clip_threshold=0")
+    assert adafactor.accepted("clip_threshold") in message

@@ -1,0 +1,274 @@
+"""The memory-true optimizer: state, numerics against Keras and against an
+independent numpy Adafactor, zero gradients, low precision, save and load.
+Marked `backend`: `make test` runs this file under TensorFlow, JAX and
+PyTorch, each in its own process."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from adafactor import Adafactor, optimizer_adafactor
+from reference_adafactor import NumpyAdafactor
+
+pytestmark = pytest.mark.backend
+
+SHAPES = [(7,), (6, 5), (3, 4, 5), ()]
+STEPS = 25
+
+
+def gradient_sequence(shapes, steps, seed=1, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [[(rng.normal(size=s) * scale).astype("float32") for s in shapes]
+            for _ in range(steps)]
+
+
+def initial_values(shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=s).astype("float32") for s in shapes]
+
+
+def run_eagerly(optimizer, shapes=SHAPES, steps=STEPS, grads=None,
+                dtype="float32"):
+    """Apply a fixed gradient sequence; return the final values (float64)."""
+    variables = [keras.Variable(v, dtype=dtype) for v in initial_values(shapes)]
+    for step_grads in grads or gradient_sequence(shapes, steps):
+        optimizer.apply([keras.ops.convert_to_tensor(g, dtype=dtype)
+                         for g in step_grads], variables)
+    return [keras.ops.convert_to_numpy(keras.ops.cast(v, "float64"))
+            for v in variables]
+
+
+def assert_close(actual, expected, rtol=2e-5, atol=2e-6):
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
+
+
+# -- state ------------------------------------------------------------------
+
+def state_shapes(optimizer, shapes):
+    optimizer.build([keras.Variable(np.zeros(s, "float32")) for s in shapes])
+    own = optimizer.variables[2:]  # after iterations and learning rate
+    return [tuple(v.shape) for v in own]
+
+
+def test_state_is_factored_over_the_last_two_dimensions():
+    assert state_shapes(optimizer_adafactor(), SHAPES) == [
+        (7,), (6,), (5,), (3, 4), (3, 5), ()]
+
+
+def test_state_is_n_plus_m_numbers_and_nothing_full_size():
+    optimizer = optimizer_adafactor()
+    shape = (64, 48)
+    optimizer.build([keras.Variable(np.zeros(shape, "float32"))])
+    sizes = [math.prod(v.shape) for v in optimizer.variables]
+    assert sum(sizes) == 64 + 48 + 2  # + iterations and learning rate
+    assert max(sizes) < math.prod(shape)
+    assert all(v.shape != shape for v in optimizer.variables)
+
+
+def test_keras_adafactor_keeps_full_size_state_ours_does_not():
+    shapes = [(64, 48), (48,)]
+    ours, theirs = optimizer_adafactor(), keras.optimizers.Adafactor()
+    for opt in (ours, theirs):
+        opt.build([keras.Variable(np.zeros(s, "float32")) for s in shapes])
+    size = lambda opt: sum(math.prod(v.shape) for v in opt.variables)
+    assert size(theirs) >= 64 * 48 + 48
+    assert size(ours) == 64 + 48 + 48 + 2
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_variables_keep_float32_state(dtype):
+    optimizer = optimizer_adafactor()
+    optimizer.build([keras.Variable(np.zeros((4, 3)), dtype=dtype),
+                     keras.Variable(np.zeros(3), dtype=dtype)])
+    assert {keras.backend.standardize_dtype(v.dtype)
+            for v in optimizer.variables[2:]} == {"float32"}
+
+
+# -- numerics against Keras 3.15 --------------------------------------------
+
+KERAS_CASES = {
+    "defaults": {},
+    "learning_rate": {"learning_rate": 0.3},
+    "weight_decay": {"weight_decay": 0.1},
+    "clipnorm": {"clipnorm": 0.5},
+    "clipvalue": {"clipvalue": 0.2},
+    "global_clipnorm": {"global_clipnorm": 0.7},
+    "ema": {"use_ema": True, "ema_momentum": 0.9, "ema_overwrite_frequency": 3},
+    "accumulation": {"gradient_accumulation_steps": 3},
+    "clip_threshold": {"clip_threshold": 0.1, "epsilon_2": 0.05},
+    "beta_2_decay": {"beta_2_decay": -0.5},
+}
+
+
+@pytest.mark.parametrize("case", KERAS_CASES)
+def test_follows_keras_adafactor(case):
+    kwargs = KERAS_CASES[case]
+    ours = run_eagerly(optimizer_adafactor(**kwargs))
+    theirs = run_eagerly(keras.optimizers.Adafactor(**kwargs))
+    assert_close(ours, theirs)
+    assert not all(np.allclose(o, i) for o, i in
+                   zip(ours, initial_values(SHAPES)))
+
+
+def test_follows_keras_adafactor_with_a_schedule():
+    schedule = lambda: keras.optimizers.schedules.ExponentialDecay(0.5, 5, 0.5)
+    assert_close(run_eagerly(optimizer_adafactor(learning_rate=schedule())),
+                 run_eagerly(keras.optimizers.Adafactor(learning_rate=schedule())))
+
+
+def test_relative_step_false_turns_the_decay_off():
+    ours = run_eagerly(optimizer_adafactor(learning_rate=0.3,
+                                           relative_step=False))
+    oracle = NumpyAdafactor(learning_rate=0.3, relative_step=False)
+    params = [v.astype(np.float64) for v in initial_values(SHAPES)]
+    for grads in gradient_sequence(SHAPES, STEPS):
+        params = oracle.step(params, grads)
+    assert_close(ours, params, rtol=1e-4, atol=1e-5)
+    # Keras 3.15 ignores the flag: the documented difference.
+    keras_off = run_eagerly(keras.optimizers.Adafactor(learning_rate=0.3,
+                                                       relative_step=False))
+    keras_on = run_eagerly(keras.optimizers.Adafactor(learning_rate=0.3))
+    assert_close(keras_off, keras_on, rtol=0, atol=0)
+    assert not np.allclose(ours[1], keras_off[1], rtol=1e-3)
+
+
+# -- zero gradients and low precision ----------------------------------------
+
+def dead_unit_gradients(steps=5):
+    grads = gradient_sequence([(6, 5), (5,)], steps)
+    for g, _ in grads:
+        g[0, :] = 0.0   # a dead input unit
+        g[:, 0] = 0.0   # a dead output unit
+    return grads
+
+
+def test_zero_gradient_row_and_column_stay_finite_where_keras_gives_nan():
+    grads = dead_unit_gradients()
+    theirs = run_eagerly(keras.optimizers.Adafactor(), [(6, 5), (5,)], grads=grads)
+    assert np.isnan(theirs[0]).any()
+    ours = run_eagerly(optimizer_adafactor(), [(6, 5), (5,)], grads=grads)
+    assert all(np.isfinite(v).all() for v in ours)
+    start = initial_values([(6, 5)])[0]
+    np.testing.assert_array_equal(ours[0][0, :], start[0, :])  # no gradient, no step
+    assert not np.allclose(ours[0][1:, 1:], start[1:, 1:])
+
+
+def test_all_zero_gradient_leaves_variables_unchanged():
+    grads = [[np.zeros(s, "float32") for s in SHAPES]] * 3
+    ours = run_eagerly(optimizer_adafactor(), grads=grads)
+    assert_close(ours, initial_values(SHAPES), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_variables_train_finite_and_follow_float32(dtype):
+    grads = dead_unit_gradients(steps=8)
+    shapes = [(6, 5), (5,)]
+    low = run_eagerly(optimizer_adafactor(), shapes, grads=grads, dtype=dtype)
+    assert all(np.isfinite(v).all() for v in low)
+    full = run_eagerly(optimizer_adafactor(), shapes, grads=grads)
+    tolerance = 2e-3 if dtype == "float16" else 2e-2
+    assert_close(low, full, rtol=tolerance, atol=tolerance)
+    keras_low = run_eagerly(keras.optimizers.Adafactor(), shapes,
+                            grads=[[np.zeros(s, "float32") for s in shapes]],
+                            dtype=dtype)
+    if dtype == "float16":  # epsilon_1 underflows in Keras's float16 state
+        assert np.isnan(keras_low[0]).all()
+
+
+# -- compiled training with model.fit --------------------------------------
+
+def tiny_model(seed=3):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((4,)),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(3),
+    ])
+
+
+def tiny_data(n=96):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int32") + (x[:, 2] > 1)
+    return x, y
+
+
+def fit_weights(optimizer, epochs=3, jit_compile="auto", policy=None):
+    x, y = tiny_data()
+    model = tiny_model()
+    model.compile(optimizer=optimizer, jit_compile=jit_compile,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False,
+                        verbose=0)
+    return model, history
+
+
+def compiled():
+    # XLA on TensorFlow and JAX; PyTorch's compiler is not exercised here.
+    return keras.backend.backend() != "torch"
+
+
+def test_compiled_fit_follows_keras_adafactor():
+    ours, _ = fit_weights(optimizer_adafactor(learning_rate=0.05),
+                          jit_compile=compiled())
+    theirs, _ = fit_weights(keras.optimizers.Adafactor(learning_rate=0.05),
+                            jit_compile=compiled())
+    assert_close(ours.get_weights(), theirs.get_weights(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_training_with_loss_scaling(policy):
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        model, history = fit_weights(optimizer_adafactor(learning_rate=0.05),
+                                     epochs=4, jit_compile=compiled())
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    if policy == "mixed_float16":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    losses = history.history["loss"]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def compiled_model(**kwargs):
+    model = tiny_model()
+    model.compile(optimizer=optimizer_adafactor(learning_rate=0.05, **kwargs),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def save_and_load(model, tmp_path):
+    path = tmp_path / "model.keras"
+    model.save(path)
+    return keras.saving.load_model(path)
+
+
+def test_saved_and_loaded_model_continues_exactly(tmp_path):
+    x, y = tiny_data()
+    straight = compiled_model()
+    straight.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0)
+    resumed = compiled_model()
+    resumed.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    loaded = save_and_load(resumed, tmp_path)
+    assert isinstance(loaded.optimizer, Adafactor)
+    loaded.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(loaded.get_weights(), straight.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_saved_optimizer_state_includes_factors_iterations_and_ema(tmp_path):
+    x, y = tiny_data()
+    model = compiled_model(use_ema=True)
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    loaded = save_and_load(model, tmp_path)
+    saved, restored = model.optimizer.variables, loaded.optimizer.variables
+    assert len(restored) == len(saved) > 2 + 2 * 6  # iterations, lr, factors, EMA
+    assert int(loaded.optimizer.iterations) == 6
+    for a, b in zip(restored, saved):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
+                                      keras.ops.convert_to_numpy(b))
