@@ -11,6 +11,7 @@ VERSION := $(shell sed -n 's/^Version: //p' DESCRIPTION)
 TARBALL := adafactor_$(VERSION).tar.gz
 R_SOURCES := DESCRIPTION $(wildcard R/*.R) $(shell find python/adafactor -name '*.py') pyproject.toml README.md
 R_PACKAGES := r-base-core r-base-dev r-cran-reticulate r-cran-testthat r-cran-roxygen2
+export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 
 .PHONY: demo test test-python test-r test-parity check bench setup document clean
@@ -46,7 +47,7 @@ setup: .stamps/python
 # every fresh machine exercises it), then the checkout installed editable with
 # the JAX, PyTorch and test extras.
 .stamps/python: .stamps/r-package pyproject.toml
-	if [ ! -x $(PY) ]; then Rscript -e 'adafactor::install_adafactor()'; fi
+	if [ ! -x $(PY) ]; then Rscript -e 'adafactor::install_adafactor("$(VENV)")'; fi
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[jax,torch,test]'
 	touch $@
 

@@ -1,8 +1,10 @@
-# Run from the demo folder (`make demo` does): reticulate reads a
-# pyproject.toml in the working directory as a possible Poetry project.
 # The main job: train a small Keras classifier on R's built-in `iris` data
 # with optimizer_adafactor(), through reticulate. No network at run time.
 library(adafactor)
+
+# reticulate 1.28 takes any pyproject.toml at the project root (ours describes
+# the Python package) for a Poetry project and warns; look elsewhere.
+options(reticulate.poetry.project = tempdir())
 
 keras <- reticulate::import("keras")
 seed <- 20261128L
