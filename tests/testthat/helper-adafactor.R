@@ -4,9 +4,8 @@ options(reticulate.poetry.project = tempdir())
 
 # The tests need the Python side; without it they skip and say why.
 skip_without_python <- function() {
-  if (!adafactor_available()) {
-    skip("the Python package 'adafactor' is not available: install_adafactor()")
-  }
+  skip_if_not(adafactor_available(),
+              "the Python package 'adafactor' is not available: install_adafactor()")
 }
 
 # The Python module's rule for an argument, in the words both languages use.
