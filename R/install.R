@@ -23,18 +23,30 @@
 install_adafactor <- function(envname = "r-adafactor", extras = character(),
                               python = Sys.which("python3")) {
   source <- bundled_python_source()
-  if (!reticulate::virtualenv_exists(envname)) {
-    reticulate::virtualenv_create(envname, python = python, packages = NULL)
+  path <- reticulate::virtualenv_path(envname)
+  env_python <- file.path(path, "bin", "python")
+  if (!file.exists(env_python)) {
+    run_outside_r(python, c("-m", "venv", path))
   }
   spec <- source
   if (length(extras) > 0L) {
     spec <- sprintf("%s[%s]", source, paste(extras, collapse = ","))
   }
-  reticulate::virtualenv_install(envname, packages = spec,
-                                 ignore_installed = FALSE)
-  message("Installed the Python side of adafactor into '", envname, "'. ",
+  run_outside_r(env_python, c("-m", "pip", "install", "--disable-pip-version-check", spec))
+  message("Installed the Python side of adafactor into '", path, "'. ",
           "Restart R to use it.")
-  invisible(reticulate::virtualenv_python(envname))
+  invisible(env_python)
+}
+
+# Run a command without R's LD_LIBRARY_PATH: R puts system library folders on
+# it, and a Python started under it can load another build's libpython (a
+# pyenv Python then gets Debian's and loses its ssl module, so pip fails).
+run_outside_r <- function(command, args) {
+  status <- system2(command, shQuote(args), env = "LD_LIBRARY_PATH=")
+  if (!identical(status, 0L)) {
+    adafactor_stop(sprintf("`%s %s` failed with status %s.", command,
+                           paste(args, collapse = " "), status))
+  }
 }
 
 # A writable copy of the Python sources shipped in inst/python: pip writes

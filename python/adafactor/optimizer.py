@@ -37,6 +37,20 @@ def _smallest_normal(dtype) -> float:
     return float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
 
 
+def _largest(dtype) -> float:
+    return float(np.finfo(keras.backend.standardize_dtype(dtype)).max)
+
+
+def _bounded(gradient, dtype):
+    """The gradient, scaled down as a whole where its squares would overflow
+    a mean over the variable (a gradient of 1e30 squares to inf in float32).
+    The update is scale-invariant, so its direction is kept; only gradients
+    beyond ~1e19 / sqrt(size) are touched. inf and NaN still poison the step,
+    as in Keras's other optimizers."""
+    bound = math.sqrt(_largest(dtype) / max(1, math.prod(gradient.shape)))
+    return gradient * ops.minimum(1.0, bound / ops.max(ops.abs(gradient)))
+
+
 @keras.saving.register_keras_serializable(package="adafactor")
 class Adafactor(keras.optimizers.Optimizer):
     """Optimizer that implements the Adafactor algorithm, with factored state.
@@ -207,7 +221,7 @@ class Adafactor(keras.optimizers.Optimizer):
         """One Adafactor step for one variable."""
         index = self._get_variable_index(variable)
         dtype = self._state_dtype(variable)
-        gradient = ops.cast(gradient, dtype)
+        gradient = _bounded(ops.cast(gradient, dtype), dtype)
         step = ops.cast(self.iterations + 1, dtype)
         decay = 1 - ops.power(step, self.beta_2_decay)
         grad_square = ops.square(gradient)

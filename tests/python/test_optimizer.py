@@ -162,6 +162,28 @@ def test_all_zero_gradient_leaves_variables_unchanged():
     assert_close(ours, initial_values(SHAPES), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("magnitude", [0.0, 1e-30, 1e-20, 1e20, 1e30, 3e38])
+def test_extreme_gradient_magnitudes_give_finite_steps(magnitude):
+    grads = [[(np.sign(g) * magnitude).astype("float32") for g in step]
+             for step in gradient_sequence(SHAPES, 4)]
+    ours = run_eagerly(optimizer_adafactor(), grads=grads)
+    assert all(np.isfinite(v).all() for v in ours)
+    # Each step is at most clip_threshold * max(epsilon_2, RMS(w)) in RMS.
+    for after, before in zip(ours, initial_values(SHAPES)):
+        rms = np.sqrt(np.mean(np.square(before)))
+        assert np.sqrt(np.mean(np.square(after - before))) <= 4 * 1e-3 * max(1e-3, rms) * 1.01
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_gradients_poison_the_variable_as_in_keras_adam(bad):
+    grads = gradient_sequence(SHAPES, 2)
+    grads[1][1][0, 0] = bad
+    ours = run_eagerly(optimizer_adafactor(), grads=grads)
+    adam = run_eagerly(keras.optimizers.Adam(), grads=grads)
+    assert np.isnan(ours[1]).any() and np.isnan(adam[1]).any()
+    assert np.isfinite(ours[0]).all()  # other variables are untouched
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_low_precision_variables_train_finite_and_follow_float32(dtype):
     grads = dead_unit_gradients(steps=8)
