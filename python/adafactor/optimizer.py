@@ -33,22 +33,15 @@ _LOW_PRECISION = ("float16", "bfloat16")
 RMS_FORM = "matvec"
 
 
-def _smallest_normal(dtype) -> float:
-    return float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
-
-
-def _largest(dtype) -> float:
-    return float(np.finfo(keras.backend.standardize_dtype(dtype)).max)
-
-
-def _bounded(gradient, dtype):
-    """The gradient, scaled down as a whole where its squares would overflow
-    a mean over the variable (a gradient of 1e30 squares to inf in float32).
-    The update is scale-invariant, so its direction is kept; only gradients
-    beyond ~1e19 / sqrt(size) are touched. inf and NaN still poison the step,
-    as in Keras's other optimizers."""
-    bound = math.sqrt(_largest(dtype) / max(1, math.prod(gradient.shape)))
-    return gradient * ops.minimum(1.0, bound / ops.max(ops.abs(gradient)))
+def _limits(dtype) -> tuple[float, float]:
+    """The floor and the cap of second-moment values. The floor (the smallest
+    normal number) keeps epsilon_1 = 0 from dividing by zero; the cap, its
+    inverse, keeps a gradient whose square overflows (|g| > ~1e19 in float32)
+    finite: its step is then clipped towards zero instead of turning NaN. Both
+    keep 1 / v a normal number (CPUs flush subnormals to zero, and inf * 0 is
+    NaN)."""
+    tiny = float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
+    return tiny, 1 / tiny
 
 
 @keras.saving.register_keras_serializable(package="adafactor")
@@ -192,56 +185,62 @@ class Adafactor(keras.optimizers.Optimizer):
         rms = ops.sqrt(ops.mean(ops.square(value)))
         return ops.maximum(ops.cast(self.epsilon_2, dtype), rms) * rho
 
-    def _factored_update(self, row, col, gradient, grad_square, decay):
-        """Update the factors; return the unclipped update's row and column
-        scales (its value is gradient * row_scale[:, None] * col_scale[None])
-        and its mean square."""
+    def _factored_norms(self, row, col, grad_square, decay):
+        """Update the factors; return the row and column norms: the unclipped
+        update is g_ij / sqrt(row_norm_i * col_norm_j) = g_ij / sqrt(v_ij)."""
+        tiny, cap = _limits(row.dtype)
         row_mean = ops.mean(grad_square, axis=-1) + self.epsilon_1
         col_mean = ops.mean(grad_square, axis=-2) + self.epsilon_1
-        self.assign(row, decay * row + (1 - decay) * row_mean)
-        self.assign(col, decay * col + (1 - decay) * col_mean)
-        # 1/sqrt(v) = rsqrt(r / mean(r)) * rsqrt(c): never 0 * inf, so a zero
-        # gradient row and column stay finite. The floor guards epsilon_1 = 0.
-        tiny = _smallest_normal(row.dtype)
+        self.assign(row, ops.minimum(decay * row + (1 - decay) * row_mean,
+                                     cap / row.shape[-1]))
+        self.assign(col, ops.minimum(decay * col + (1 - decay) * col_mean, cap))
         row_norm = ops.maximum(row / ops.mean(row, axis=-1, keepdims=True), tiny)
-        col_norm = ops.maximum(col, tiny)
-        row_scale, col_scale = ops.rsqrt(row_norm), ops.rsqrt(col_norm)
+        return row_norm, ops.maximum(col, tiny)
+
+    @staticmethod
+    def _factored_mean_square(gradient, grad_square, row_norm, col_norm):
+        """Mean square of the unclipped update gradient / sqrt(v)."""
         if RMS_FORM == "matvec":
-            # sum_ij g2_ij a_i^2 b_j^2 = sum_i a_i^2 (g2 @ b^2)_i
+            # sum_ij g2_ij / (a_i b_j) = sum_i (g2 @ (1 / b))_i / a_i: no
+            # full-size update is formed.
             weighted = ops.squeeze(
                 ops.matmul(grad_square, ops.expand_dims(1 / col_norm, -1)), -1)
-            mean_square = ops.sum(weighted / row_norm) / math.prod(gradient.shape)
-        else:
-            update = (gradient * ops.expand_dims(row_scale, -1)
-                      * ops.expand_dims(col_scale, -2))
-            mean_square = ops.mean(ops.square(update))
-        return row_scale, col_scale, mean_square
+            return ops.sum(weighted / row_norm) / math.prod(gradient.shape)
+        update = (gradient * ops.expand_dims(ops.rsqrt(row_norm), -1)
+                  * ops.expand_dims(ops.rsqrt(col_norm), -2))
+        return ops.mean(ops.square(update))
 
     def update_step(self, gradient, variable, learning_rate):
         """One Adafactor step for one variable."""
         index = self._get_variable_index(variable)
         dtype = self._state_dtype(variable)
-        gradient = _bounded(ops.cast(gradient, dtype), dtype)
+        gradient = ops.cast(gradient, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         decay = 1 - ops.power(step, self.beta_2_decay)
         grad_square = ops.square(gradient)
         row, col = self._row[index], self._col[index]
         if row is not None:
-            row_scale, col_scale, mean_square = self._factored_update(
-                row, col, gradient, grad_square, decay)
+            # 1/sqrt(v) = rsqrt(r / mean(r)) * rsqrt(c), a row vector times a
+            # column vector: never 0 * inf, so a zero gradient row and column
+            # stay finite, and v is never formed.
+            row_norm, col_norm = self._factored_norms(row, col, grad_square, decay)
+            row_scale, col_scale = ops.rsqrt(row_norm), ops.rsqrt(col_norm)
+            mean_square = self._factored_mean_square(
+                gradient, grad_square, row_norm, col_norm)
         else:
+            tiny, cap = _limits(dtype)
             second = self._second[index]
-            self.assign(second, decay * second
-                        + (1 - decay) * (grad_square + self.epsilon_1))
-            scale = ops.rsqrt(ops.maximum(second, _smallest_normal(dtype)))
-            mean_square = ops.mean(grad_square * ops.square(scale))
+            self.assign(second, ops.minimum(
+                decay * second + (1 - decay) * (grad_square + self.epsilon_1), cap))
+            scale = ops.rsqrt(ops.maximum(second, tiny))
+            mean_square = ops.mean(ops.square(gradient * scale))
         clip = ops.maximum(1.0, ops.sqrt(mean_square) / self.clip_threshold)
         factor = self._step_size(learning_rate, variable, step, dtype) / clip
         if row is not None:
             update = (gradient * ops.expand_dims(row_scale * factor, -1)
                       * ops.expand_dims(col_scale, -2))
         else:
-            update = gradient * scale * factor
+            update = gradient * (scale * factor)
         momentum = self._momentum[index]
         if momentum is not None:
             self.assign(momentum, self.beta_1 * momentum
