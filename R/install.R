@@ -23,7 +23,7 @@
 install_adafactor <- function(envname = "r-adafactor", extras = character(),
                               python = Sys.which("python3")) {
   source <- bundled_python_source()
-  path <- reticulate::virtualenv_path(envname)
+  path <- virtualenv_location(envname)
   env_python <- file.path(path, "bin", "python")
   if (!file.exists(env_python)) {
     run_outside_r(python, c("-m", "venv", path))
@@ -36,6 +36,15 @@ install_adafactor <- function(envname = "r-adafactor", extras = character(),
   message("Installed the Python side of adafactor into '", path, "'. ",
           "Restart R to use it.")
   invisible(env_python)
+}
+
+# A path stays a path; a name lives in reticulate's virtualenv root
+# (WORKON_HOME, else ~/.virtualenvs), where library(adafactor) looks.
+virtualenv_location <- function(envname) {
+  if (grepl("/", envname, fixed = TRUE)) {
+    return(path.expand(envname))
+  }
+  file.path(reticulate::virtualenv_root(), envname)
 }
 
 # Run a command without R's LD_LIBRARY_PATH: R puts system library folders on

@@ -132,9 +132,10 @@ optimizer_adafactor <- function(
     ...,
     loss_scale_factor = NULL,
     gradient_accumulation_steps = NULL) {
+  # Every argument goes to Python, NULL as None: Python decides which may be
+  # None (`relative_step = NULL` is an error there, not the default).
   args <- c(as.list(environment()), named_dots(...))
   module <- python_module()
-  args <- args[!vapply(args, is.null, logical(1))]
   for (argument in names(args)) {
     check_scalar(argument, args[[argument]], module)
   }
@@ -161,7 +162,8 @@ named_dots <- function(...) {
 # An R value Python must never see: NA, a vector of length other than 1, a
 # list. The words of the rule come from Python, the one source of truth.
 check_scalar <- function(argument, value, module) {
-  if (inherits(value, "python.builtin.object") || is.function(value)) {
+  if (is.null(value) || inherits(value, "python.builtin.object") ||
+      is.function(value)) {
     return(invisible())
   }
   if (is.list(value) || length(value) != 1L || is.na(value)) {
