@@ -202,11 +202,11 @@ def test_low_precision_variables_train_finite_and_follow_float32(dtype):
 
 # -- compiled training with model.fit --------------------------------------
 
-def tiny_model(seed=3):
+def tiny_model(seed=3, width=16):
     keras.utils.set_random_seed(seed)
     return keras.Sequential([
         keras.Input((4,)),
-        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(width, activation="relu"),
         keras.layers.Dense(8, activation="relu"),
         keras.layers.Dense(3),
     ])
@@ -257,8 +257,8 @@ def test_mixed_precision_training_with_loss_scaling(policy):
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
-def compiled_model(**kwargs):
-    model = tiny_model()
+def compiled_model(seed=3, width=16, **kwargs):
+    model = tiny_model(seed, width)
     model.compile(optimizer=optimizer_adafactor(learning_rate=0.05, **kwargs),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
@@ -294,3 +294,40 @@ def test_saved_optimizer_state_includes_factors_iterations_and_ema(tmp_path):
     for a, b in zip(restored, saved):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
                                       keras.ops.convert_to_numpy(b))
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_backup_and_restore_resumes_exactly_as_an_uninterrupted_run(tmp_path):
+    x, y = tiny_data()
+    fit = dict(batch_size=16, epochs=4, shuffle=False, verbose=0)
+    straight = compiled_model(use_ema=True)
+    straight.fit(x, y, **fit)
+    backup = str(tmp_path / "backup")
+    interrupted = compiled_model(use_ema=True)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(x, y, callbacks=[keras.callbacks.BackupAndRestore(backup),
+                                         Interrupt()], **fit)
+    assert int(interrupted.optimizer.iterations) == 12
+    # A different start: the restore must bring the weights and the state.
+    resumed = compiled_model(seed=99, use_ema=True)
+    resumed.fit(x, y, callbacks=[keras.callbacks.BackupAndRestore(backup)], **fit)
+    assert int(resumed.optimizer.iterations) == int(straight.optimizer.iterations)
+    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_loading_into_a_model_of_other_shapes_is_a_clear_error(tmp_path):
+    x, y = tiny_data()
+    model = compiled_model()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    path = tmp_path / "w.weights.h5"
+    model.save_weights(path)
+    other = compiled_model(width=12)
+    other.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="shape"):
+        other.load_weights(path)

@@ -1,0 +1,56 @@
+"""Scale-out on Keras's own engines, on the CPU: each run in its own process
+(the device count is fixed when the backend starts)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent / "scale_out"
+
+
+def run_script(name, *args):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    result = subprocess.run([sys.executable, str(HERE / name), *args], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def assert_trains(losses):
+    assert all(l == l for l in losses) and losses[-1] < losses[0]
+
+
+def test_mirrored_strategy_on_two_cpu_devices_matches_one_device():
+    pytest.importorskip("tensorflow", reason="the TensorFlow backend is optional")
+    result = run_script("tf_mirrored.py")
+    assert result["replicas"] == 2
+    assert result["difference"] <= 1e-6
+    assert_trains(result["losses"])
+
+
+def test_jax_data_parallel_on_two_host_devices_matches_one_device():
+    pytest.importorskip("jax", reason="the JAX backend is optional")
+    result = run_script("jax_distributed.py", "data")
+    assert result["devices"] == 2
+    assert result["difference"] <= 1e-6
+    assert_trains(result["losses"])
+
+
+def test_jax_model_parallel_holds_no_full_size_state_on_any_device():
+    pytest.importorskip("jax", reason="the JAX backend is optional")
+    result = run_script("jax_distributed.py", "model")
+    assert result["devices"] == 2
+    # The kernels are sharded: each device holds half of each.
+    assert result["kernel_shard_sizes"] == [s // 2 for s in result["kernel_sizes"]]
+    # The optimizer state on each device is vectors only (the factors and the
+    # bias moments), a fraction of even the kernel shards it serves.
+    assert result["largest_state_rank"] == 1
+    assert result["state_per_device"] < sum(result["kernel_shard_sizes"]) / 4
+    assert result["difference"] <= 1e-6
+    assert_trains(result["losses"])
