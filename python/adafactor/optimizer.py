@@ -32,6 +32,11 @@ _LOW_PRECISION = ("float16", "bfloat16")
 #   "direct": forms the unclipped update, then its RMS.
 RMS_FORM = "matvec"
 
+# The arguments this class keeps; the rest go to Keras's base optimizer.
+_OWN_ARGUMENTS = ("beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold",
+                  "relative_step", "scale_parameter", "warmup_init", "beta_1",
+                  "min_dim_size_to_factor", "factored")
+
 
 def _limits(dtype) -> tuple[float, float]:
     """The floor and the cap of second-moment values. The floor (the smallest
@@ -117,11 +122,8 @@ class Adafactor(keras.optimizers.Optimizer):
             beta_1=beta_1, min_dim_size_to_factor=min_dim_size_to_factor,
             factored=factored, name=name, **kwargs,
         ))
-        own = {key: arguments.pop(key) for key in (
-            "beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold",
-            "relative_step", "scale_parameter", "warmup_init", "beta_1",
-            "min_dim_size_to_factor", "factored")}
-        super().__init__(**arguments)
+        own = {key: arguments.pop(key) for key in _OWN_ARGUMENTS}
+        super().__init__(**arguments)  # Keras's base arguments
         for key, value in own.items():
             setattr(self, key, value)
 
