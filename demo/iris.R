@@ -36,11 +36,11 @@ build_model <- function() {
 }
 
 model <- build_model()
-optimizer <- optimizer_adafactor(learning_rate = 0.1)
+optimizer <- optimizer_adafactor(learning_rate = 0.03)
 model$compile(optimizer = optimizer,
               loss = "sparse_categorical_crossentropy",
               metrics = list("accuracy"))
-history <- model$fit(train_x, train_y, epochs = 60L, batch_size = 32L,
+history <- model$fit(train_x, train_y, epochs = 30L, batch_size = 32L,
                      validation_data = list(test_x, test_y), verbose = 2L)
 
 evaluation <- model$evaluate(test_x, test_y, verbose = 0L, return_dict = TRUE)
@@ -75,7 +75,7 @@ val_loss <- unlist(history$history$val_loss)
 png(plot_path, width = 800, height = 500, type = "cairo")
 plot(loss, type = "l", lwd = 2, col = "steelblue", ylim = range(loss, val_loss),
      xlab = "epoch", ylab = "cross-entropy",
-     main = "iris: optimizer_adafactor(learning_rate = 0.1)")
+     main = "iris: optimizer_adafactor(learning_rate = 0.03)")
 lines(val_loss, lwd = 2, col = "darkorange")
 legend("topright", c("training", "held-out"), lwd = 2,
        col = c("steelblue", "darkorange"), bty = "n")

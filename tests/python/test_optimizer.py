@@ -3,7 +3,10 @@ independent numpy Adafactor, zero gradients, low precision, save and load.
 Marked `backend`: `make test` runs this file under TensorFlow, JAX and
 PyTorch, each in its own process."""
 
+import csv
+import io
 import math
+import subprocess
 
 import keras
 import numpy as np
@@ -331,3 +334,39 @@ def test_loading_into_a_model_of_other_shapes_is_a_clear_error(tmp_path):
     other.fit(x, y, batch_size=16, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="shape"):
         other.load_weights(path)
+
+
+@pytest.fixture(scope="module")
+def unscaled_iris():
+    """R's built-in iris data, unscaled, read through Rscript (no download)."""
+    text = subprocess.run(
+        ["Rscript", "-e", "write.csv(iris, stdout(), row.names = FALSE)"],
+        capture_output=True, text=True, check=True).stdout
+    rows = list(csv.reader(io.StringIO(text)))[1:]
+    x = np.array([[float(v) for v in row[:4]] for row in rows], "float32")
+    species = sorted({row[4] for row in rows})
+    y = np.array([species.index(row[4]) for row in rows], "int32")
+    return x, y
+
+
+def iris_fit(optimizer, data, epochs=40):
+    x, y = data
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((4,)),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(3),
+    ])
+    model.compile(optimizer=optimizer, metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, batch_size=16, epochs=epochs, verbose=0)
+    return model, history.history
+
+
+def test_unscaled_iris_with_relu_trains_where_keras_adafactor_turns_nan(unscaled_iris):
+    keras_model, _ = iris_fit(keras.optimizers.Adafactor(), unscaled_iris, epochs=1)
+    assert any(np.isnan(w).any() for w in keras_model.get_weights())
+    model, history = iris_fit(optimizer_adafactor(learning_rate=0.05), unscaled_iris)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert history["accuracy"][-1] >= 0.9
