@@ -26,18 +26,14 @@ def assert_trains(losses):
     assert all(l == l for l in losses) and losses[-1] < losses[0]
 
 
-def test_mirrored_strategy_on_two_cpu_devices_matches_one_device():
-    pytest.importorskip("tensorflow", reason="the TensorFlow backend is optional")
-    result = run_script("tf_mirrored.py")
-    assert result["replicas"] == 2
-    assert result["difference"] <= 1e-6
-    assert_trains(result["losses"])
-
-
-def test_jax_data_parallel_on_two_host_devices_matches_one_device():
-    pytest.importorskip("jax", reason="the JAX backend is optional")
-    result = run_script("jax_distributed.py", "data")
-    assert result["devices"] == 2
+@pytest.mark.parametrize("backend,script", [
+    ("tensorflow", ("tf_mirrored.py",)),          # MirroredStrategy
+    ("jax", ("jax_distributed.py", "data")),       # DataParallel
+])
+def test_data_parallel_on_two_cpu_devices_matches_one_device(backend, script):
+    pytest.importorskip(backend, reason=f"the {backend} backend is optional")
+    result = run_script(*script)
+    assert result.get("replicas", result.get("devices")) == 2
     assert result["difference"] <= 1e-6
     assert_trains(result["losses"])
 
