@@ -21,7 +21,11 @@ demo: setup
 
 test: setup test-python test-r test-parity check
 
+# The environment is shared by every checkout (library(adafactor) finds it by
+# name): point its editable install at this one when another took it over.
 setup: .stamps/python
+	@$(PY) -c 'import importlib.util as u, sys; sys.exit(not u.find_spec("adafactor").origin.startswith("$(CURDIR)/python/"))' \
+	  || $(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 
 # R from Debian's packages (CRAN is not reachable here).
 .stamps/r-system:

@@ -151,8 +151,9 @@ def coerce_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     """
     unknown = sorted(set(arguments) - set(_COERCE))
     if unknown:
+        received = ", ".join(f"{key}={arguments[key]!r}" for key in unknown)
         raise ArgumentError(
-            f"Unknown argument(s): {', '.join(unknown)}. Accepted additional "
+            f"Unknown argument(s): {received}. Accepted additional "
             f"arguments: {', '.join(EXTRA_ARGUMENTS)}."
         )
     coerced = {key: _COERCE[key](key, value) for key, value in arguments.items()}

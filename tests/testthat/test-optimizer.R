@@ -59,7 +59,7 @@ test_that("`...` passes named additional arguments and rejects the rest", {
                                    NULL, NULL, FALSE, 0.99, NULL, "n", "oops"),
                "Every argument in `...` must be named", fixed = TRUE,
                class = "adafactor_error")
-  expect_error(optimizer_adafactor(bogus = 1), "Unknown argument(s): bogus",
+  expect_error(optimizer_adafactor(bogus = 1), "Unknown argument(s): bogus=1.0.",
                fixed = TRUE, class = "adafactor_error")
 })
 
