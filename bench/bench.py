@@ -117,7 +117,7 @@ def run(args) -> list[dict]:
     measure = measure_jax if BACKEND == "jax" else measure_tensorflow
     rows = []
     for contender in CONTENDERS:
-        adafactor_optimizer.RMS_FORM = contender.rms_form or "matvec"
+        adafactor_optimizer.RMS_FORM = contender.rms_form or "auto"
         variables = [keras.Variable(v) for v in initial]
         grads = [keras.ops.convert_to_tensor(g) for g in grad_values]
         optimizer = contender.make()
@@ -126,7 +126,7 @@ def run(args) -> list[dict]:
         rows.append(dict(label=contender.label, params=params,
                          state=nbytes(optimizer.variables), seconds=seconds,
                          peak=peak))
-    adafactor_optimizer.RMS_FORM = "matvec"
+    adafactor_optimizer.RMS_FORM = "auto"
     return rows
 
 

@@ -372,3 +372,12 @@ def test_unscaled_iris_with_relu_trains_where_keras_adafactor_turns_nan(unscaled
     model, history = iris_fit(optimizer_adafactor(learning_rate=0.05), unscaled_iris)
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert history["accuracy"][-1] >= 0.9
+
+
+@pytest.mark.parametrize("form", ["matvec", "direct"])
+def test_both_rms_forms_follow_keras(form, monkeypatch):
+    from adafactor import optimizer as module
+    monkeypatch.setattr(module, "RMS_FORM", form)
+    kwargs = {"clip_threshold": 0.05}  # so that the clip is active
+    assert_close(run_eagerly(optimizer_adafactor(**kwargs)),
+                 run_eagerly(keras.optimizers.Adafactor(**kwargs)))
