@@ -21,9 +21,12 @@ demo: setup
 
 test: setup test-python test-r test-parity check
 
-# The environment is shared by every checkout (library(adafactor) finds it by
-# name): point its editable install at this one when another took it over.
+# The R package and the Python environment are shared by every checkout on
+# the machine (library(adafactor) finds them by name): take them back when
+# another checkout installed its own.
 setup: .stamps/python
+	@[ "$$(cat "$$(Rscript -e 'cat(system.file(package = "adafactor"))')/installed-from" 2>/dev/null)" = "$(CURDIR)" ] \
+	  || { rm -f .stamps/r-package; $(MAKE) --no-print-directory .stamps/r-package; }
 	@$(PY) -c 'import importlib.util as u, sys; sys.exit(not u.find_spec("adafactor").origin.startswith("$(CURDIR)/python/"))' \
 	  || $(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 
@@ -45,6 +48,7 @@ setup: .stamps/python
 	find inst/python -name '__pycache__' -prune -exec rm -rf {} +
 	R CMD build --no-build-vignettes . >/dev/null
 	R CMD INSTALL --no-multiarch $(TARBALL) >/dev/null
+	echo "$(CURDIR)" > "$$(Rscript -e 'cat(system.file(package = "adafactor"))')/installed-from"
 	touch $@
 
 # The Python environment: created by the R package's install_adafactor() (so

@@ -1,5 +1,6 @@
 #' Optimizer that implements the Adafactor algorithm
 #'
+#' @description
 #' Adafactor is commonly used in NLP tasks, and has the advantage of taking
 #' less memory because it only saves partial information of previous
 #' gradients.

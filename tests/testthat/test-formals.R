@@ -23,6 +23,11 @@ test_that("the help page documents every argument, the value and the reference",
   text <- paste(as.character(rd), collapse = "")
   arguments <- tools:::.Rd_get_argument_names(rd)
   expect_setequal(arguments, names(formals(optimizer_adafactor)))
+  tags <- vapply(rd, function(section) attr(section, "Rd_tag"), character(1))
+  description <- paste(unlist(rd[tags == "\\description"]), collapse = "")
+  expect_match(description, "Adafactor is commonly used in NLP tasks", fixed = TRUE)
+  expect_match(description, "The default argument setup is based on the original paper",
+               fixed = TRUE)
   expect_match(text, "an Optimizer instance", fixed = TRUE)
   expect_match(text, "Shazeer", fixed = TRUE)
   expect_match(text, "1804.04235", fixed = TRUE)
