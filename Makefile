@@ -16,7 +16,6 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 
 .PHONY: demo test test-python test-r test-parity check bench setup document clean
 demo: setup
-	$(PY) -c 'import keras' >/dev/null 2>&1
 	cd demo && Rscript iris.R
 
 test: setup test-python test-r test-parity check
