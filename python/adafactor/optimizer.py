@@ -53,19 +53,20 @@ def _limits(dtype) -> tuple[float, float]:
     return tiny, 1 / tiny
 
 
-def _rms_form(tensor) -> str:
+def _rms_form(variable) -> str:
+    """RMS_FORM, with "auto" resolved for where `variable` lives."""
     if RMS_FORM != "auto":
         return RMS_FORM
-    return "direct" if _on_accelerator(tensor) else "matvec"
+    return "direct" if _on_accelerator(variable) else "matvec"
 
 
-def _on_accelerator(tensor) -> bool:
+def _on_accelerator(variable) -> bool:
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
         return jax.default_backend() != "cpu"
     if backend == "torch":
-        return tensor.device.type != "cpu"
+        return variable.value.device.type != "cpu"
     import tensorflow as tf  # places ops on a GPU whenever one is visible
     return bool(tf.config.list_logical_devices("GPU"))
 
@@ -168,6 +169,8 @@ class Adafactor(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(var_list)
+        # Chosen once, off the hot path.
+        self._rms_matvec = bool(var_list) and _rms_form(var_list[0]) == "matvec"
         self._row, self._col, self._second, self._momentum = [], [], [], []
         for variable in var_list:
             row = col = second = momentum = None
@@ -220,10 +223,9 @@ class Adafactor(keras.optimizers.Optimizer):
         row_norm = ops.maximum(row / ops.mean(row, axis=-1, keepdims=True), tiny)
         return row_norm, ops.maximum(col, tiny)
 
-    @staticmethod
-    def _factored_mean_square(gradient, grad_square, row_norm, col_norm):
+    def _factored_mean_square(self, gradient, grad_square, row_norm, col_norm):
         """Mean square of the unclipped update gradient / sqrt(v)."""
-        if _rms_form(gradient) == "matvec":
+        if self._rms_matvec:
             # sum_ij g2_ij / (a_i b_j) = sum_i (g2 @ (1 / b))_i / a_i: no
             # full-size update is formed.
             weighted = ops.squeeze(
