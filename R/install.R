@@ -24,10 +24,10 @@ install_adafactor <- function(envname = "r-adafactor", extras = character(),
                               python = Sys.which("python3")) {
   source <- bundled_python_source()
   path <- virtualenv_location(envname)
-  env_python <- file.path(path, "bin", "python")
-  if (!file.exists(env_python)) {
+  if (is.null(adafactor_env_python(envname))) {
     run_outside_r(python, c("-m", "venv", path))
   }
+  env_python <- adafactor_env_python(envname)
   spec <- source
   if (length(extras) > 0L) {
     spec <- sprintf("%s[%s]", source, paste(extras, collapse = ","))

@@ -161,21 +161,15 @@ named_dots <- function(...) {
 }
 
 # An R value Python must never see: NA, a vector of length other than 1, a
-# list. The words of the rule come from Python, the one source of truth.
+# list. The error text comes from Python, the one source of truth; only the
+# value is written the R way.
 check_scalar <- function(argument, value, module) {
   if (is.null(value) || inherits(value, "python.builtin.object") ||
       is.function(value)) {
     return(invisible())
   }
   if (is.list(value) || length(value) != 1L || is.na(value)) {
-    rule <- tryCatch(
-      module$accepted(argument),
-      error = function(e) "a single value"
-    )
-    adafactor_stop(sprintf(
-      "`%s` must be %s. Received: %s=%s",
-      argument, rule, argument, deparse_value(value)
-    ))
+    adafactor_stop(module$error_message(argument, deparse_value(value)))
   }
   invisible()
 }

@@ -5,8 +5,9 @@
 # without Python.
 adafactor_py <- NULL
 
-# The virtual environment that install_adafactor() creates and `make` uses.
-default_envname <- "r-adafactor"
+# The virtual environment that install_adafactor() creates by default and
+# `make` uses (R collates install.R before this file).
+default_envname <- formals(install_adafactor)$envname
 
 .onLoad <- function(libname, pkgname) {
   prefer_adafactor_python()
@@ -30,10 +31,8 @@ prefer_adafactor_python <- function() {
 
 # The python executable of a virtual environment, or NULL when it is absent.
 adafactor_env_python <- function(envname) {
-  if (!reticulate::virtualenv_exists(envname)) {
-    return(NULL)
-  }
-  reticulate::virtualenv_python(envname)
+  python <- file.path(virtualenv_location(envname), "bin", "python")
+  if (file.exists(python)) python else NULL
 }
 
 # The Python module, or an R error that says what is missing and how to get it.

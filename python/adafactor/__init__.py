@@ -1,8 +1,9 @@
 """adafactor: a memory-true Keras 3 Adafactor, one factory for R and Python."""
 
-from adafactor._arguments import ArgumentError, accepted
+from adafactor._arguments import ArgumentError, accepted, error_message
 from adafactor.factory import optimizer_adafactor
 from adafactor.optimizer import Adafactor
 
 __version__ = "0.1.0"
-__all__ = ["Adafactor", "ArgumentError", "accepted", "optimizer_adafactor"]
+__all__ = ["Adafactor", "ArgumentError", "accepted", "error_message",
+           "optimizer_adafactor"]

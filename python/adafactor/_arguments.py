@@ -54,11 +54,15 @@ def accepted(argument: str) -> str:
     return ACCEPTED[argument]
 
 
+def error_message(argument: str, received: str) -> str:
+    """The error text for a bad `argument`; `received` is the value as the
+    caller's language writes it (R's wrapper passes its own deparse)."""
+    rule = ACCEPTED.get(argument, "a single value")
+    return f"`{argument}` must be {rule}. Received: {argument}={received}"
+
+
 def _fail(argument: str, value: Any) -> None:
-    raise ArgumentError(
-        f"`{argument}` must be {ACCEPTED[argument]}. "
-        f"Received: {argument}={value!r}"
-    )
+    raise ArgumentError(error_message(argument, repr(value)))
 
 
 def _is_number(value: Any) -> bool:
