@@ -8,12 +8,16 @@ this / Keras Adafactor and this / Adam, all from one run. Runs unchanged on
 the CPU and on a GPU (larger d there). Machines are noisy: medians, ratios.
 
     KERAS_BACKEND=jax python bench/bench.py [--d 512] [--layers 4] [--steps 30]
+
+With BENCH_HLO_DIR set, the JAX run also writes each compiled step's HLO
+there (which kernels XLA made).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 
@@ -51,13 +55,13 @@ class Contender:
 
 CONTENDERS = [
     Contender("adafactor (matvec RMS)", adafactor.optimizer_adafactor, "matvec"),
-    Contender("adafactor (direct RMS)", adafactor.optimizer_adafactor, "direct"),
+    Contender("adafactor (fused RMS)", adafactor.optimizer_adafactor, "fused"),
     Contender("keras Adafactor", keras.optimizers.Adafactor),
     Contender("keras Adam", keras.optimizers.Adam),
 ]
 
 
-def measure_jax(optimizer, variables, grads, steps):
+def measure_jax(optimizer, variables, grads, steps, label):
     import jax
 
     optimizer.build(variables)
@@ -69,6 +73,7 @@ def measure_jax(optimizer, variables, grads, steps):
 
     jitted = jax.jit(step, donate_argnums=(0, 1))
     compiled = jitted.lower(train, state, grads).compile()
+    save_hlo(compiled.as_text(), label)
     memory = compiled.memory_analysis()
     peak = None
     if memory is not None:
@@ -84,7 +89,16 @@ def measure_jax(optimizer, variables, grads, steps):
     return statistics.median(times), peak
 
 
-def measure_tensorflow(optimizer, variables, grads, steps):
+def save_hlo(text, label):
+    """With BENCH_HLO_DIR set, keep the compiled step's HLO (what XLA fused)."""
+    folder = os.environ.get("BENCH_HLO_DIR")
+    if folder:
+        name = "".join(c if c.isalnum() else "-" for c in label)
+        with open(os.path.join(folder, f"{name}.hlo.txt"), "w") as file:
+            file.write(text)
+
+
+def measure_tensorflow(optimizer, variables, grads, steps, label):
     import tensorflow as tf
 
     optimizer.build(variables)
@@ -121,7 +135,8 @@ def run(args) -> list[dict]:
         variables = [keras.Variable(v) for v in initial]
         grads = [keras.ops.convert_to_tensor(g) for g in grad_values]
         optimizer = contender.make()
-        seconds, peak = measure(optimizer, variables, grads, args.steps)
+        seconds, peak = measure(optimizer, variables, grads, args.steps,
+                                contender.label)
         params = nbytes(variables)
         rows.append(dict(label=contender.label, params=params,
                          state=nbytes(optimizer.variables), seconds=seconds,
@@ -139,7 +154,7 @@ def report(rows, args):
     print(f"\nbackend {BACKEND} on {'GPU' if on_gpu() else 'CPU'}; "
           f"d={args.d}, {args.layers} layers, {params / 2**20:.1f} MiB of "
           f"float32 parameters; median of {args.steps} steps\n")
-    keras_adafactor, adam = rows[2], rows[3]
+    keras_adafactor, adam = rows[-2], rows[-1]
     print("| optimizer | state / params | step ms | peak step MiB | peak / (params + grads) "
           "| state vs Keras Adafactor | time vs Keras Adafactor | time vs Adam |")
     print("|---|---|---|---|---|---|---|---|")
@@ -157,10 +172,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--d", type=int, default=None,
                         help="model width (default 512 on CPU, 2048 on GPU)")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--layers", type=int, default=None,
+                        help="layers (default 4 on CPU, 5 on GPU: ~1 GiB)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps (default 30 on CPU, 100 on GPU)")
     args = parser.parse_args()
-    args.d = args.d or (2048 if on_gpu() else 512)
+    gpu = on_gpu()
+    args.d = args.d or (2048 if gpu else 512)
+    args.layers = args.layers or (5 if gpu else 4)
+    args.steps = args.steps or (100 if gpu else 30)
     report(run(args), args)
 
 

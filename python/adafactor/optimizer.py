@@ -26,14 +26,13 @@ from adafactor._arguments import coerce_arguments
 # float32: epsilon_1 = 1e-30 underflows to zero in float16.
 _LOW_PRECISION = ("float16", "bfloat16")
 
-# How the update's RMS is computed; `make bench` times both forms.
-#   "matvec": from the factors and the squared gradient, a matrix-vector
-#             product, without forming the unclipped update (faster on CPUs:
-#             XLA's CPU reductions are slow, its matrix-vector product fast);
-#   "direct": forms the unclipped update, then its RMS (what XLA fuses on a
-#             GPU; measured faster there: 2.76 against 3.08 ms a step on an
-#             H200 with JAX);
-#   "auto":   "direct" on an accelerator, "matvec" on the CPU.
+# How w_i = sum_j g2_ij / b_j (for the update's RMS) is computed; `make
+# bench` times both:
+#   "fused":  a row sum beside the row factor's, which XLA takes in the same
+#             pass over the gradient (fastest on an H200 with JAX);
+#   "matvec": a matrix-vector product (fastest on CPUs, where XLA's
+#             reductions are slow and its matrix-vector product fast);
+#   "auto":   "fused" on an accelerator, "matvec" on the CPU.
 RMS_FORM = "auto"
 
 # The arguments this class keeps; the rest go to Keras's base optimizer.
@@ -57,7 +56,7 @@ def _rms_form(variable) -> str:
     """RMS_FORM, with "auto" resolved for where `variable` lives."""
     if RMS_FORM != "auto":
         return RMS_FORM
-    return "direct" if _on_accelerator(variable) else "matvec"
+    return "fused" if _on_accelerator(variable) else "matvec"
 
 
 def _on_accelerator(variable) -> bool:
@@ -170,7 +169,7 @@ class Adafactor(keras.optimizers.Optimizer):
             return
         super().build(var_list)
         # Chosen once, off the hot path.
-        self._rms_matvec = bool(var_list) and _rms_form(var_list[0]) == "matvec"
+        self._rms_in_use = _rms_form(var_list[0]) if var_list else "auto"
         self._row, self._col, self._second, self._momentum = [], [], [], []
         for variable in var_list:
             row = col = second = momentum = None
@@ -211,29 +210,26 @@ class Adafactor(keras.optimizers.Optimizer):
         rms = ops.sqrt(ops.mean(ops.square(value)))
         return ops.maximum(ops.cast(self.epsilon_2, dtype), rms) * rho
 
-    def _factored_norms(self, row, col, grad_square, decay):
-        """Update the factors; return the row and column norms: the unclipped
-        update is g_ij / sqrt(row_norm_i * col_norm_j) = g_ij / sqrt(v_ij)."""
+    def _factored_scales(self, row, col, grad_square, decay):
+        """Update the factors; return the row and column scales (the unclipped
+        update is g_ij * row_scale_i * col_scale_j = g_ij / sqrt(v_ij)) and
+        the update's mean square, had without forming the update:
+        sum_ij g2_ij / (a_i b_j) = sum_i w_i / a_i, w_i = sum_j g2_ij / b_j."""
         tiny, cap = _limits(row.dtype)
-        row_mean = ops.mean(grad_square, axis=-1) + self.epsilon_1
         col_mean = ops.mean(grad_square, axis=-2) + self.epsilon_1
-        self.assign(row, ops.minimum(decay * row + (1 - decay) * row_mean,
-                                     cap / row.shape[-1]))
         self.assign(col, ops.minimum(decay * col + (1 - decay) * col_mean, cap))
-        row_norm = ops.maximum(row / ops.mean(row, axis=-1, keepdims=True), tiny)
-        return row_norm, ops.maximum(col, tiny)
-
-    def _factored_mean_square(self, gradient, grad_square, row_norm, col_norm):
-        """Mean square of the unclipped update gradient / sqrt(v)."""
-        if self._rms_matvec:
-            # sum_ij g2_ij / (a_i b_j) = sum_i (g2 @ (1 / b))_i / a_i: no
-            # full-size update is formed.
+        col_norm = ops.maximum(col, tiny)
+        row_mean = ops.mean(grad_square, axis=-1) + self.epsilon_1
+        if self._rms_in_use == "matvec":
             weighted = ops.squeeze(
                 ops.matmul(grad_square, ops.expand_dims(1 / col_norm, -1)), -1)
-            return ops.sum(weighted / row_norm) / math.prod(gradient.shape)
-        update = (gradient * ops.expand_dims(ops.rsqrt(row_norm), -1)
-                  * ops.expand_dims(ops.rsqrt(col_norm), -2))
-        return ops.mean(ops.square(update))
+        else:  # a row sum beside row_mean's: one pass over the gradient
+            weighted = ops.sum(grad_square / ops.expand_dims(col_norm, -2), axis=-1)
+        self.assign(row, ops.minimum(decay * row + (1 - decay) * row_mean,
+                                     cap / row.shape[-1]))
+        row_norm = ops.maximum(row / ops.mean(row, axis=-1, keepdims=True), tiny)
+        mean_square = ops.sum(weighted / row_norm) / math.prod(grad_square.shape)
+        return ops.rsqrt(row_norm), ops.rsqrt(col_norm), mean_square
 
     def update_step(self, gradient, variable, learning_rate):
         """One Adafactor step for one variable."""
@@ -248,10 +244,8 @@ class Adafactor(keras.optimizers.Optimizer):
             # 1/sqrt(v) = rsqrt(r / mean(r)) * rsqrt(c), a row vector times a
             # column vector: never 0 * inf, so a zero gradient row and column
             # stay finite, and v is never formed.
-            row_norm, col_norm = self._factored_norms(row, col, grad_square, decay)
-            row_scale, col_scale = ops.rsqrt(row_norm), ops.rsqrt(col_norm)
-            mean_square = self._factored_mean_square(
-                gradient, grad_square, row_norm, col_norm)
+            row_scale, col_scale, mean_square = self._factored_scales(
+                row, col, grad_square, decay)
         else:
             tiny, cap = _limits(dtype)
             second = self._second[index]
