@@ -34,6 +34,7 @@ _LOW_PRECISION = ("float16", "bfloat16")
 #             reductions are slow and its matrix-vector product fast);
 #   "auto":   "fused" on an accelerator, "matvec" on the CPU.
 RMS_FORM = "auto"
+_RMS_FORMS = ("auto", "fused", "matvec")
 
 # The arguments this class keeps; the rest go to Keras's base optimizer.
 _OWN_ARGUMENTS = ("beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold",
@@ -54,6 +55,9 @@ def _limits(dtype) -> tuple[float, float]:
 
 def _rms_form(variable) -> str:
     """RMS_FORM, with "auto" resolved for where `variable` lives."""
+    if RMS_FORM not in _RMS_FORMS:
+        raise ValueError(f"adafactor.optimizer.RMS_FORM must be one of "
+                         f"{', '.join(map(repr, _RMS_FORMS))}; got {RMS_FORM!r}.")
     if RMS_FORM != "auto":
         return RMS_FORM
     return "fused" if _on_accelerator(variable) else "matvec"
@@ -167,9 +171,9 @@ class Adafactor(keras.optimizers.Optimizer):
         where a variable is not factored, and a momentum only with beta_1."""
         if self.built:
             return
-        super().build(var_list)
         # Chosen once, off the hot path.
         self._rms_in_use = _rms_form(var_list[0]) if var_list else "auto"
+        super().build(var_list)
         self._row, self._col, self._second, self._momentum = [], [], [], []
         for variable in var_list:
             row = col = second = momentum = None

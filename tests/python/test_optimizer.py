@@ -383,6 +383,14 @@ def test_unscaled_iris_with_relu_trains_where_keras_adafactor_turns_nan(unscaled
     assert history["accuracy"][-1] >= 0.9
 
 
+def test_an_unknown_rms_form_is_a_clear_error(monkeypatch):
+    from adafactor import optimizer as module
+    monkeypatch.setattr(module, "RMS_FORM", "direct")
+    with pytest.raises(ValueError, match="RMS_FORM must be one of 'auto', "
+                       "'fused', 'matvec'; got 'direct'"):
+        optimizer_adafactor().build([keras.Variable(np.zeros((3, 2)))])
+
+
 def test_every_rms_form_follows_keras(rms_form):
     kwargs = {"clip_threshold": 0.05}  # so that the clip is active
     assert_close(run_eagerly(optimizer_adafactor(**kwargs)),
