@@ -30,14 +30,6 @@ from adafactor import optimizer as adafactor_optimizer
 BACKEND = keras.backend.backend()
 
 
-def on_gpu() -> bool:
-    if BACKEND == "jax":
-        import jax
-        return jax.default_backend() == "gpu"
-    import tensorflow as tf
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
 def parameter_shapes(d: int, layers: int) -> list[tuple[int, ...]]:
     per_layer = [(d, d)] * 4 + [(d, 4 * d), (4 * d, d)] + [(d,)] * 4 + [(4 * d,)]
     return per_layer * layers
@@ -61,7 +53,7 @@ CONTENDERS = [
 ]
 
 
-def measure_jax(optimizer, variables, grads, steps, label):
+def measure_jax(optimizer, variables, grads, args, label):
     import jax
 
     optimizer.build(variables)
@@ -80,7 +72,7 @@ def measure_jax(optimizer, variables, grads, steps, label):
         peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
                 - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
     times = []
-    for i in range(steps + 5):
+    for i in range(args.steps + 5):
         start = time.perf_counter()
         train, state = compiled(train, state, grads)
         jax.block_until_ready(train)
@@ -98,7 +90,7 @@ def save_hlo(text, label):
             file.write(text)
 
 
-def measure_tensorflow(optimizer, variables, grads, steps, label):
+def measure_tensorflow(optimizer, variables, grads, args, label):
     import tensorflow as tf
 
     optimizer.build(variables)
@@ -108,17 +100,16 @@ def measure_tensorflow(optimizer, variables, grads, steps, label):
         optimizer.apply(grads, variables)
         return optimizer.iterations
 
-    gpu = on_gpu()
     peak = None
     times = []
-    for i in range(steps + 5):
-        if gpu and i == 4:
+    for i in range(args.steps + 5):
+        if args.gpu and i == 4:
             tf.config.experimental.reset_memory_stats("GPU:0")
         start = time.perf_counter()
         step(grads).numpy()
         if i >= 5:
             times.append(time.perf_counter() - start)
-    if gpu:
+    if args.gpu:
         peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
     return statistics.median(times), peak
 
@@ -135,7 +126,7 @@ def run(args) -> list[dict]:
         variables = [keras.Variable(v) for v in initial]
         grads = [keras.ops.convert_to_tensor(g) for g in grad_values]
         optimizer = contender.make()
-        seconds, peak = measure(optimizer, variables, grads, args.steps,
+        seconds, peak = measure(optimizer, variables, grads, args,
                                 contender.label)
         params = nbytes(variables)
         rows.append(dict(label=contender.label, params=params,
@@ -151,7 +142,7 @@ def ratio(a, b):
 
 def report(rows, args):
     params = rows[0]["params"]
-    print(f"\nbackend {BACKEND} on {'GPU' if on_gpu() else 'CPU'}; "
+    print(f"\nbackend {BACKEND} on {'GPU' if args.gpu else 'CPU'}; "
           f"d={args.d}, {args.layers} layers, {params / 2**20:.1f} MiB of "
           f"float32 parameters; median of {args.steps} steps\n")
     keras_adafactor, adam = rows[-2], rows[-1]
@@ -177,10 +168,11 @@ def main():
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps (default 30 on CPU, 100 on GPU)")
     args = parser.parse_args()
-    gpu = on_gpu()
-    args.d = args.d or (2048 if gpu else 512)
-    args.layers = args.layers or (5 if gpu else 4)
-    args.steps = args.steps or (100 if gpu else 30)
+    # Where the optimizer's "auto" RMS form looks, so both agree.
+    args.gpu = adafactor_optimizer._on_accelerator(keras.Variable(0.0))
+    args.d = args.d or (2048 if args.gpu else 512)
+    args.layers = args.layers or (5 if args.gpu else 4)
+    args.steps = args.steps or (100 if args.gpu else 30)
     report(run(args), args)
 
 
