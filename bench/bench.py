@@ -2,7 +2,9 @@
 
 Prints, for the backend in KERAS_BACKEND (tensorflow or jax), on a
 transformer-shaped parameter set (per layer four d x d and two d x 4d
-matrices, plus vectors): optimizer state bytes / parameter bytes, the median
+matrices, plus vectors) and on an embedding-heavy one (a 32k x 512 table
+before a small stack; on TensorFlow its gradient is row-sparse, so the
+sparse path's cost is measured): optimizer state bytes / parameter bytes, the median
 jit-compiled step time, the peak memory of a step, and the ratios
 this / Keras Adafactor and this / Adam, all from one run. Runs unchanged on
 the CPU and on a GPU (larger d there). Machines are noisy: medians, ratios.
@@ -33,6 +35,19 @@ BACKEND = keras.backend.backend()
 def parameter_shapes(d: int, layers: int) -> list[tuple[int, ...]]:
     per_layer = [(d, d)] * 4 + [(d, 4 * d), (4 * d, d)] + [(d,)] * 4 + [(4 * d,)]
     return per_layer * layers
+
+
+def embedding_gradient(values, indices, shape):
+    """An embedding's gradient as the backend hands it over in training:
+    TensorFlow's IndexedSlices; on JAX, jax.grad's dense array (Keras's own
+    optimizers also fail under jit on a BCOO with repeated rows)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+        return tf.IndexedSlices(tf.constant(values), tf.constant(indices),
+                                tf.constant(shape, tf.int64))
+    dense = np.zeros(shape, "float32")
+    np.add.at(dense, indices, values)
+    return keras.ops.convert_to_tensor(dense)
 
 
 def nbytes(variables) -> int:
@@ -114,17 +129,25 @@ def measure_tensorflow(optimizer, variables, grads, args, label):
     return statistics.median(times), peak
 
 
-def run(args) -> list[dict]:
-    shapes = parameter_shapes(args.d, args.layers)
+def run(args, shapes, tokens=None) -> list[dict]:
+    """Every contender on `shapes`; with `tokens`, the first shape is an
+    embedding table whose gradient is row-sparse, `tokens` rows a step
+    (Zipf-distributed ids, so rows repeat, as in text)."""
     rng = np.random.default_rng(0)
     initial = [rng.normal(scale=0.02, size=s).astype("float32") for s in shapes]
     grad_values = [rng.normal(scale=1e-3, size=s).astype("float32") for s in shapes]
+    if tokens:
+        ids = np.minimum(rng.zipf(1.2, tokens) - 1, shapes[0][0] - 1)
+        lookup = rng.normal(scale=1e-3, size=(tokens,) + shapes[0][1:])
+        grad_values[0] = (lookup.astype("float32"), ids.astype("int64"))
     measure = measure_jax if BACKEND == "jax" else measure_tensorflow
     rows = []
     for contender in CONTENDERS:
         adafactor_optimizer.RMS_FORM = contender.rms_form or "auto"
         variables = [keras.Variable(v) for v in initial]
-        grads = [keras.ops.convert_to_tensor(g) for g in grad_values]
+        grads = [keras.ops.convert_to_tensor(g) for g in grad_values[tokens and 1:]]
+        if tokens:
+            grads.insert(0, embedding_gradient(*grad_values[0], shapes[0]))
         optimizer = contender.make()
         seconds, peak = measure(optimizer, variables, grads, args,
                                 contender.label)
@@ -140,11 +163,11 @@ def ratio(a, b):
     return "n/a" if a is None or b is None else f"{a / b:.3f}"
 
 
-def report(rows, args):
+def report(rows, args, title):
     params = rows[0]["params"]
-    print(f"\nbackend {BACKEND} on {'GPU' if args.gpu else 'CPU'}; "
-          f"d={args.d}, {args.layers} layers, {params / 2**20:.1f} MiB of "
-          f"float32 parameters; median of {args.steps} steps\n")
+    print(f"\n{title}; backend {BACKEND} on {'GPU' if args.gpu else 'CPU'}: "
+          f"{params / 2**20:.1f} MiB of float32 parameters; median of "
+          f"{args.steps} steps\n")
     keras_adafactor, adam = rows[-2], rows[-1]
     print("| optimizer | state / params | step ms | peak step MiB | peak / (params + grads) "
           "| state vs Keras Adafactor | time vs Keras Adafactor | time vs Adam |")
@@ -167,13 +190,25 @@ def main():
                         help="layers (default 4 on CPU, 5 on GPU: ~1 GiB)")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps (default 30 on CPU, 100 on GPU)")
+    parser.add_argument("--vocabulary", type=int, default=32000,
+                        help="rows of the embedding table (default 32000)")
+    parser.add_argument("--tokens", type=int, default=1024,
+                        help="tokens a step in the embedding case (default 1024)")
     args = parser.parse_args()
     # Where the optimizer's "auto" RMS form looks, so both agree.
     args.gpu = adafactor_optimizer._on_accelerator(keras.Variable(0.0))
     args.d = args.d or (2048 if args.gpu else 512)
     args.layers = args.layers or (5 if args.gpu else 4)
     args.steps = args.steps or (100 if args.gpu else 30)
-    report(run(args), args)
+    report(run(args, parameter_shapes(args.d, args.layers)), args,
+           f"Transformer-shaped, d={args.d}, {args.layers} layers")
+    # An embedding-heavy model: a 32k x 512 table (1024 tokens a step)
+    # before a small T5-sized stack (d=512, 2 layers).
+    embedding = [(args.vocabulary, 512)] + parameter_shapes(512, 2)
+    report(run(args, embedding, tokens=args.tokens), args,
+           f"Embedding {args.vocabulary} x 512 ({args.tokens} tokens a step, "
+           f"{'sparse' if BACKEND == 'tensorflow' else 'dense'} gradient) "
+           f"+ d=512, 2 layers")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import keras
 from keras import ops
 
 from adafactor._arguments import coerce_arguments
+from adafactor._sparse import join_rows, pick, split_rows, spread
 
 # Variables of these dtypes keep their state and compute their update in
 # float32: epsilon_1 = 1e-30 underflows to zero in float16.
@@ -214,31 +215,65 @@ class Adafactor(keras.optimizers.Optimizer):
         rms = ops.sqrt(ops.mean(ops.square(value)))
         return ops.maximum(ops.cast(self.epsilon_2, dtype), rms) * rho
 
-    def _factored_scales(self, row, col, grad_square, decay):
+    def _factored_scales(self, row, col, grad_square, decay, rows, shape):
         """Update the factors; return the row and column scales (the unclipped
         update is g_ij * row_scale_i * col_scale_j = g_ij / sqrt(v_ij)) and
         the update's mean square, had without forming the update:
-        sum_ij g2_ij / (a_i b_j) = sum_i w_i / a_i, w_i = sum_j g2_ij / b_j."""
+        sum_ij g2_ij / (a_i b_j) = sum_i w_i / a_i, w_i = sum_j g2_ij / b_j.
+
+        With a row-sparse gradient (`rows` not None) `grad_square` holds the
+        rows present only: the factors get what the dense gradient would give
+        them, and the scales come back for those rows."""
         tiny, cap = _limits(row.dtype)
-        col_mean = ops.mean(grad_square, axis=-2) + self.epsilon_1
-        self.assign(col, ops.minimum(decay * col + (1 - decay) * col_mean, cap))
-        col_norm = ops.maximum(col, tiny)
-        row_mean = ops.mean(grad_square, axis=-1) + self.epsilon_1
-        if self._rms_in_use == "matvec":
+        # The sparse axis is axis 0: the column factor's too when rank > 2.
+        col_rows = rows if len(shape) > 2 else None
+        if rows is None:
+            col_mean = ops.mean(grad_square, axis=-2)
+        else:
+            col_mean = spread(col_rows, ops.sum(grad_square, axis=-2),
+                              col.shape) / shape[-2]
+        self.assign(col, ops.minimum(
+            decay * col + (1 - decay) * (col_mean + self.epsilon_1), cap))
+        col_norm = pick(col_rows, ops.maximum(col, tiny))
+        row_mean = spread(rows, ops.mean(grad_square, axis=-1), row.shape)
+        if rows is None and self._rms_in_use == "matvec":
             weighted = ops.squeeze(
                 ops.matmul(grad_square, ops.expand_dims(1 / col_norm, -1)), -1)
         else:  # a row sum beside row_mean's: one pass over the gradient
             weighted = ops.sum(grad_square / ops.expand_dims(col_norm, -2), axis=-1)
-        self.assign(row, ops.minimum(decay * row + (1 - decay) * row_mean,
-                                     cap / row.shape[-1]))
-        row_norm = ops.maximum(row / ops.mean(row, axis=-1, keepdims=True), tiny)
-        mean_square = ops.sum(weighted / row_norm) / math.prod(grad_square.shape)
+        self.assign(row, ops.minimum(
+            decay * row + (1 - decay) * (row_mean + self.epsilon_1),
+            cap / row.shape[-1]))
+        row_norm = pick(rows, ops.maximum(
+            row / ops.mean(row, axis=-1, keepdims=True), tiny))
+        mean_square = ops.sum(weighted / row_norm) / math.prod(shape)
         return ops.rsqrt(row_norm), ops.rsqrt(col_norm), mean_square
 
+    def _full_scale(self, second, grad_square, decay, rows, shape):
+        """Update a full second moment; return 1 / sqrt(v) (for the rows
+        present when `rows` is not None)."""
+        tiny, cap = _limits(second.dtype)
+        regulated = spread(rows, grad_square, shape) + self.epsilon_1
+        self.assign(second, ops.minimum(
+            decay * second + (1 - decay) * regulated, cap))
+        return ops.rsqrt(pick(rows, ops.maximum(second, tiny)))
+
     def update_step(self, gradient, variable, learning_rate):
-        """One Adafactor step for one variable."""
+        """One Adafactor step for one variable.
+
+        A row-sparse gradient (TensorFlow's `IndexedSlices`, JAX's `BCOO`,
+        e.g. an embedding's) gives the result of the same gradient made
+        dense, and, without `beta_1`, a sparse update: only the rows present
+        change. The state still decays everywhere, as with the dense
+        gradient: the row factor (one number a row) or, with
+        `factored=False` or a rank-1 variable, the full second moment is
+        rewritten. With `beta_1` every row moves with its momentum, so the
+        update is dense.
+        """
         index = self._get_variable_index(variable)
         dtype = self._state_dtype(variable)
+        shape = tuple(variable.shape)
+        rows, gradient = split_rows(gradient)
         gradient = ops.cast(gradient, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         decay = 1 - ops.power(step, self.beta_2_decay)
@@ -249,14 +284,11 @@ class Adafactor(keras.optimizers.Optimizer):
             # column vector: never 0 * inf, so a zero gradient row and column
             # stay finite, and v is never formed.
             row_scale, col_scale, mean_square = self._factored_scales(
-                row, col, grad_square, decay)
+                row, col, grad_square, decay, rows, shape)
         else:
-            tiny, cap = _limits(dtype)
-            second = self._second[index]
-            self.assign(second, ops.minimum(
-                decay * second + (1 - decay) * (grad_square + self.epsilon_1), cap))
-            scale = ops.rsqrt(ops.maximum(second, tiny))
-            mean_square = ops.mean(ops.square(gradient * scale))
+            scale = self._full_scale(
+                self._second[index], grad_square, decay, rows, shape)
+            mean_square = ops.sum(ops.square(gradient * scale)) / math.prod(shape)
         clip = ops.maximum(1.0, ops.sqrt(mean_square) / self.clip_threshold)
         factor = self._step_size(learning_rate, variable, step, dtype) / clip
         if row is not None:
@@ -266,10 +298,13 @@ class Adafactor(keras.optimizers.Optimizer):
             update = gradient * (scale * factor)
         momentum = self._momentum[index]
         if momentum is not None:
-            self.assign(momentum, self.beta_1 * momentum
-                        + (1 - self.beta_1) * ops.cast(update, "float32"))
+            self.assign(momentum, self.beta_1 * momentum + (1 - self.beta_1)
+                        * spread(rows, ops.cast(update, "float32"), shape))
             update = momentum
-        self.assign_sub(variable, ops.cast(update, variable.dtype))
+        update = ops.cast(update, variable.dtype)
+        if rows is not None and momentum is None:
+            update = join_rows(rows, update, shape)
+        self.assign_sub(variable, update)
 
     def get_config(self) -> dict:
         config = super().get_config()
