@@ -1,80 +1,117 @@
-# `make demo` and `make test` do all the set-up on a fresh machine: Debian's R
-# packages, the Python environment with pinned versions, the R package.
+# `make demo` and `make test` do all the set-up on a fresh machine: Debian's
+# R, the keras3 stack, the test suite's Python environments, the R package.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-# The environment install_adafactor() creates and library(adafactor) finds.
-VENV ?= $(or $(WORKON_HOME),$(HOME)/.virtualenvs)/r-adafactor
+# The test suite's Python environments, in the checkout: the newest releases
+# (constraints/latest.txt) and the lowest versions pyproject.toml declares
+# (constraints/lowest.txt). Neither is the R package's: R runs in whatever
+# Python keras3 chooses.
+VENV := .venv
+LOWEST := .venv-lowest
 PY := $(VENV)/bin/python
+PIP_INSTALL = -m pip install -q --disable-pip-version-check
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 VERSION := $(shell sed -n 's/^Version: //p' DESCRIPTION)
 TARBALL := adafactor_$(VERSION).tar.gz
-R_SOURCES := DESCRIPTION $(wildcard R/*.R) $(shell find python/adafactor -name '*.py') pyproject.toml README.md
-R_PACKAGES := r-base-core r-base-dev r-cran-reticulate r-cran-testthat r-cran-roxygen2
-export TF_CPP_MIN_LOG_LEVEL ?= 2
-PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+R_SOURCES := DESCRIPTION $(wildcard R/*.R) $(shell find python/adafactor -name '*.py')
 
-.PHONY: demo test test-python test-r test-parity check bench setup document clean
+# Debian's R and what the keras3 stack needs from Debian; keras3, reticulate
+# (>= 1.42) and their CRAN-only dependencies come from CRAN where reachable,
+# else from the CRAN-like copy beside this checkout (its README).
+R_DEBIAN := r-base-core r-base-dev r-cran-testthat r-cran-roxygen2 \
+  r-cran-matrix r-cran-rcpp r-cran-rcpptoml r-cran-here r-cran-jsonlite \
+  r-cran-png r-cran-rappdirs r-cran-rlang r-cran-withr r-cran-processx \
+  r-cran-yaml r-cran-rstudioapi r-cran-lifecycle r-cran-base64enc \
+  r-cran-magrittr r-cran-whisker r-cran-tidyselect r-cran-backports \
+  r-cran-generics r-cran-zeallot r-cran-fastmap r-cran-glue r-cran-cli
+CRAN := https://cloud.r-project.org
+LOCAL_CRAN := $(firstword $(wildcard $(CURDIR)/../shared/r-repo /work/shared/r-repo))
+
+# R sessions get keras3's own Python: reticulate's py_require() environment,
+# built by uv (from the test environment; reticulate would otherwise fetch
+# uv itself). uv may not download a Python here: it uses the machine's.
+export RETICULATE_UV := $(CURDIR)/$(VENV)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST := -m pytest -q -p no:cacheprovider
+PYTESTS := tests/python --ignore=tests/python/test_parity.py
+
+.PHONY: demo test test-python test-lowest test-user-env test-r test-parity \
+  check bench setup document clean
 demo: setup
 	cd demo && Rscript iris.R
 
-test: setup test-python test-r test-parity check
+test: setup test-python test-lowest test-user-env test-r test-parity check
 
-# The R package and the Python environment are shared by every checkout on
-# the machine (library(adafactor) finds them by name): take them back when
-# another checkout installed its own.
-setup: .stamps/python
-	@[ "$$(cat "$$(Rscript -e 'cat(system.file(package = "adafactor"))')/installed-from" 2>/dev/null)" = "$(CURDIR)" ] \
-	  || { rm -f .stamps/r-package; $(MAKE) --no-print-directory .stamps/r-package; }
-	@$(PY) -c 'import importlib.util as u, sys; sys.exit(not u.find_spec("adafactor").origin.startswith("$(CURDIR)/python/"))' \
-	  || $(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+setup: .stamps/r-package .stamps/python
 
-# R from Debian's packages (CRAN is not reachable here).
 .stamps/r-system:
 	@mkdir -p .stamps
-	if ! Rscript -e 'for (p in c("reticulate", "testthat", "roxygen2")) if (!requireNamespace(p, quietly = TRUE)) quit(status = 1)' >/dev/null 2>&1; then \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(R_PACKAGES); \
+	if ! command -v Rscript >/dev/null || ! Rscript -e 'quit(status = !all(c("testthat", "roxygen2") %in% rownames(installed.packages())))'; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(R_DEBIAN); \
+	fi
+	if ! Rscript -e 'quit(status = !(requireNamespace("keras3", quietly = TRUE) && packageVersion("reticulate") >= "1.42"))'; then \
+	  repo=$(CRAN); curl -sfm 10 -o /dev/null $(CRAN)/src/contrib/PACKAGES.rds || repo=file://$(LOCAL_CRAN); \
+	  echo "installing keras3 and reticulate from $$repo"; \
+	  $(SUDO) Rscript -e "install.packages(c('reticulate', 'keras3'), repos = '$$repo', Ncpus = 2)"; \
 	fi
 	touch $@
 
-# Roxygen docs, the Python sources bundled in inst/python (for
-# install_adafactor()), the tarball, and the installed R package.
+# Roxygen docs, the Python sources shipped in inst/python, the tarball, and
+# the installed R package.
 .stamps/r-package: .stamps/r-system $(R_SOURCES)
 	Rscript -e 'roxygen2::roxygenise()' >/dev/null
 	rm -rf inst/python && mkdir -p inst/python
-	cp pyproject.toml README.md inst/python/
-	cp -r python inst/python/python
+	cp -r python/adafactor inst/python/
 	find inst/python -name '__pycache__' -prune -exec rm -rf {} +
 	R CMD build --no-build-vignettes . >/dev/null
-	R CMD INSTALL --no-multiarch $(TARBALL) >/dev/null
-	echo "$(CURDIR)" > "$$(Rscript -e 'cat(system.file(package = "adafactor"))')/installed-from"
+	$(SUDO) R CMD INSTALL --no-multiarch $(TARBALL) >/dev/null
 	touch $@
 
-# The Python environment: created by the R package's install_adafactor() (so
-# every fresh machine exercises it), then the checkout installed editable with
-# the JAX, PyTorch and test extras.
-.stamps/python: .stamps/r-package pyproject.toml
-	if [ ! -x $(PY) ]; then Rscript -e 'adafactor::install_adafactor("$(VENV)")'; fi
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[jax,torch,test]'
+# The test environment: the newest releases, every backend, rpy2 (built
+# against Debian's R), uv; the checkout installed editable.
+.stamps/python: .stamps/r-system pyproject.toml constraints/latest.txt
+	[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) $(PIP_INSTALL) -c constraints/latest.txt -e '.[tensorflow,jax,torch,test]' tensorflow_cpu rpy2 uv
+	touch $@
+
+.stamps/lowest: pyproject.toml constraints/lowest.txt
+	[ -x $(LOWEST)/bin/python ] || python3 -m venv $(LOWEST)
+	$(LOWEST)/bin/python $(PIP_INSTALL) -c constraints/lowest.txt -e '.[jax,torch]' tensorflow_cpu pytest hypothesis
 	touch $@
 
 document: .stamps/r-system
 	Rscript -e 'roxygen2::roxygenise()'
 
 test-python: setup
-	KERAS_BACKEND=tensorflow $(PYTEST) tests/python --ignore=tests/python/test_parity.py
-	KERAS_BACKEND=jax $(PYTEST) -m backend tests/python --ignore=tests/python/test_parity.py
-	KERAS_BACKEND=torch $(PYTEST) -m backend tests/python --ignore=tests/python/test_parity.py
+	KERAS_BACKEND=tensorflow $(PY) $(PYTEST) $(PYTESTS)
+	KERAS_BACKEND=jax $(PY) $(PYTEST) -m backend $(PYTESTS)
+	KERAS_BACKEND=torch $(PY) $(PYTEST) -m backend $(PYTESTS)
 
+# The backend tests on the lowest declared versions (NumPy 1.26, Keras 3.10).
+test-lowest: .stamps/lowest
+	for backend in tensorflow jax torch; do \
+	  KERAS_BACKEND=$$backend $(LOWEST)/bin/python $(PYTEST) -m backend $(PYTESTS); \
+	done
+
+# pip install of the checkout into a user's own fresh environment.
+test-user-env: setup
+	$(PY) $(PYTEST) tests/user_env
+
+# In keras3's own Python (no RETICULATE_PYTHON); the tests that choose
+# another Python take the test environment's.
 test-r: setup
-	Rscript -e 'testthat::test_dir("tests/testthat", package = "adafactor", load_package = "installed", stop_on_failure = TRUE)'
+	env -u RETICULATE_PYTHON ADAFACTOR_OTHER_PYTHON=$(CURDIR)/$(PY) Rscript -e 'testthat::test_dir("tests/testthat", package = "adafactor", load_package = "installed", stop_on_failure = TRUE)'
 
-# rpy2 and reticulate in one Python process.
+# rpy2 and reticulate in one Python process (the test environment's).
 test-parity: setup
-	KERAS_BACKEND=tensorflow $(PYTEST) tests/python/test_parity.py
+	KERAS_BACKEND=tensorflow $(PY) $(PYTEST) tests/python/test_parity.py
 
+# The tests ran just before, on the installed package (test-r): the check
+# builds, installs, runs the examples and checks the docs.
 check: setup
-	_R_CHECK_SYSTEM_CLOCK_=0 R CMD check --no-manual $(TARBALL)
+	_R_CHECK_SYSTEM_CLOCK_=0 R CMD check --no-manual --no-tests $(TARBALL)
 
 bench: setup
 	KERAS_BACKEND=tensorflow $(PY) bench/bench.py

@@ -19,6 +19,22 @@
 #' stays finite where Keras gives `NaN`, and float16 / bfloat16 variables keep
 #' their state in float32.
 #'
+#' @section Masking keras3's `optimizer_adafactor()`:
+#' This package depends on keras3: `library(adafactor)` attaches keras3
+#' first and then itself, so `optimizer_adafactor()` is this package's in
+#' either attach order (a later `library(keras3)` changes nothing), and R says
+#' so once ("The following object is masked from 'package:keras3'"). That is
+#' on purpose: the same call, with the same arguments, gets the memory-true
+#' optimizer. Each stays reachable by its full name:
+#' `adafactor::optimizer_adafactor()` (this one) and
+#' `keras3::optimizer_adafactor()` (Keras's, with its full-size state).
+#'
+#' @section Sparse gradients:
+#' An embedding's gradient on the TensorFlow backend is sparse (the rows the
+#' batch looked up). The optimizer gives the result of the same gradient made
+#' dense and updates only those rows of the table, unless `beta_1` is set
+#' (every row then moves with its momentum).
+#'
 #' @section Additional arguments (`...`):
 #' \describe{
 #'   \item{`scale_parameter`}{`TRUE` (default) or `FALSE`. When `FALSE`, the
@@ -107,12 +123,20 @@
 #'
 #' @examples
 #' if (adafactor_available()) {
-#'   opt <- optimizer_adafactor(learning_rate = 0.01)
-#'   opt$get_config()$learning_rate
+#'   model <- keras_model_sequential(input_shape = 4) |>
+#'     layer_dense(16, activation = "relu") |>
+#'     layer_dense(3, activation = "softmax")
+#'   model |> compile(
+#'     optimizer = optimizer_adafactor(learning_rate = 0.01),
+#'     loss = "sparse_categorical_crossentropy"
+#'   )
 #'
 #'   # The T5 fine-tuning recipe, through `...`:
 #'   t5 <- optimizer_adafactor(learning_rate = 1e-3, relative_step = FALSE,
 #'                             scale_parameter = FALSE)
+#'
+#'   # Keras's own Adafactor (full-size state) is still there:
+#'   keras_own <- keras3::optimizer_adafactor()
 #' }
 #' @export
 optimizer_adafactor <- function(

@@ -1,56 +1,79 @@
-# The Python side: lazy import, discovery of the project's environment, and
-# Python errors turned into readable R errors.
+# The Python side: the module this R package ships (inst/python/adafactor),
+# imported into whatever Python keras3 runs in, and Python errors turned into
+# readable R errors.
+#
+# adafactor never chooses a Python: keras3 does (its py_require()
+# environment, the one keras3::install_keras() made, RETICULATE_PYTHON, ...).
+# The Python code needs keras and numpy only, which keras3 already requires,
+# so the package declares nothing more with py_require().
 
-# The Python module, bound lazily by .onLoad so library(adafactor) works
-# without Python.
-adafactor_py <- NULL
-
-# The virtual environment that install_adafactor() creates by default and
-# `make` uses (R collates install.R before this file).
-default_envname <- formals(install_adafactor)$envname
+# `module`: the Python module once imported; NULL before Python starts, or
+# when the running Python cannot import it (then `error` says why). An
+# environment, since hooks run after the namespace is locked.
+imported <- new.env(parent = emptyenv())
 
 .onLoad <- function(libname, pkgname) {
-  prefer_adafactor_python()
-  adafactor_py <<- reticulate::import("adafactor", delay_load = TRUE)
+  # Import as soon as Python imports keras (now, if it already has), so a
+  # model saved with optimizer_adafactor() loads in a fresh session: the
+  # import registers the Adafactor class with Keras. Tied to keras rather
+  # than to Python's start, since the module imports keras itself, and a
+  # Python without keras is then never touched.
+  reticulate::py_register_load_hook("keras", import_adafactor)
 }
 
-# Point reticulate at the r-adafactor environment unless the user chose a
-# Python (RETICULATE_PYTHON and friends keep precedence) or one is running.
-prefer_adafactor_python <- function() {
-  chosen <- Sys.getenv(c("RETICULATE_PYTHON", "RETICULATE_PYTHON_ENV"))
-  if (any(nzchar(chosen)) || reticulate::py_available(initialize = FALSE)) {
-    return(invisible(FALSE))
+# The folder holding the shipped Python package.
+python_sources <- function() {
+  system.file("python", package = "adafactor", mustWork = TRUE)
+}
+
+# Import the shipped module into the running Python; never an error here
+# (this runs inside reticulate's start-up hook), the reason is kept instead.
+import_adafactor <- function() {
+  if (is.null(imported$module)) {
+    imported$module <- tryCatch(
+      reticulate::import_from_path("adafactor", python_sources()),
+      error = function(e) {
+        imported$error <- python_error_message(e)
+        NULL
+      }
+    )
   }
-  python <- adafactor_env_python(default_envname)
-  if (is.null(python)) {
-    return(invisible(FALSE))
-  }
-  reticulate::use_python(python, required = FALSE)
-  invisible(TRUE)
+  invisible(imported$module)
 }
 
-# The python executable of a virtual environment, or NULL when it is absent.
-adafactor_env_python <- function(envname) {
-  python <- file.path(virtualenv_location(envname), "bin", "python")
-  if (file.exists(python)) python else NULL
-}
-
-# The Python module, or an R error that says what is missing and how to get it.
+# The Python module, starting Python if needed, or an R error that says what
+# is missing and how to get it.
 python_module <- function() {
-  if (!reticulate::py_module_available("adafactor")) {
-    python <- if (reticulate::py_available(initialize = FALSE)) {
-      reticulate::py_config()$python
-    } else {
-      "none found"
-    }
+  module <- import_adafactor()
+  if (is.null(module)) {
     adafactor_stop(paste0(
-      "The Python package 'adafactor' (with keras and tensorflow) is not ",
-      "available to reticulate (Python: ", python, ").\n",
-      "Install it with `adafactor::install_adafactor()` and restart R, ",
-      "or point RETICULATE_PYTHON at a Python that has it."
+      "The Python module 'adafactor' shipped with this R package cannot be ",
+      "imported into the Python keras3 uses (", python_in_use(), "): ",
+      imported$error, "\n",
+      "That Python needs Keras 3 and NumPy: let keras3 make its ",
+      "environment (unset RETICULATE_PYTHON), run keras3::install_keras(), ",
+      "or install keras into the Python you chose."
     ))
   }
-  adafactor_py
+  module
+}
+
+python_in_use <- function() {
+  tryCatch(reticulate::py_exe(), error = function(e) "none found")
+}
+
+#' Is the Python side of adafactor available?
+#'
+#' `TRUE` when the Python that keras3 uses (starting it if needed, as
+#' keras3 does) can import the Python module shipped with this package,
+#' that is, when it has keras and numpy; `FALSE` otherwise, without an error.
+#'
+#' @returns `TRUE` or `FALSE`.
+#' @examples
+#' adafactor_available()
+#' @export
+adafactor_available <- function() {
+  !is.null(tryCatch(import_adafactor(), error = function(e) NULL))
 }
 
 # Call a Python function; a Python exception becomes an R error of class

@@ -4,6 +4,6 @@ from adafactor._arguments import ArgumentError, accepted, error_message
 from adafactor.factory import optimizer_adafactor
 from adafactor.optimizer import Adafactor
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Adafactor", "ArgumentError", "accepted", "error_message",
            "optimizer_adafactor"]

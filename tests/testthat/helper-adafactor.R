@@ -1,16 +1,15 @@
-# reticulate 1.28 takes any pyproject.toml it finds at the project root (ours
-# describes the Python package) for a Poetry project and warns; look elsewhere.
-options(reticulate.poetry.project = tempdir())
-
-# The tests need the Python side; without it they skip and say why.
+# The tests need a Python with Keras 3 for keras3 (its py_require()
+# environment, made with uv, or keras3::install_keras()); without one they
+# skip and say why.
 skip_without_python <- function() {
-  skip_if_not(adafactor_available(),
-              "the Python package 'adafactor' is not available: install_adafactor()")
+  skip_if_not(adafactor_available(), paste(
+    "no Python with Keras 3 for keras3 (uv for its py_require() environment,",
+    "or keras3::install_keras())"))
 }
 
 # The Python module's rule for an argument, in the words both languages use.
 accepted <- function(argument) {
-  reticulate::import("adafactor")$accepted(argument)
+  python_module()$accepted(argument)
 }
 
 # Run R code in a fresh R process; returns its output and exit status.
@@ -22,11 +21,49 @@ run_r <- function(code, env = character()) {
        status = attr(output, "status") %||% 0L)
 }
 
-`%||%` <- function(x, y) if (is.null(x)) y else x
-
-# Evaluate `code` with `dir` as the working directory.
-withr_local_dir <- function(dir, code) {
-  old <- setwd(dir)
-  on.exit(setwd(old))
-  force(code)
+# The value a fresh R process saved with saveRDS(value, OUT): `code` refers
+# to the file as OUT.
+run_r_value <- function(code, env = character()) {
+  out <- tempfile(fileext = ".rds")
+  result <- run_r(sprintf("OUT <- '%s'; %s", out, code), env = env)
+  if (!file.exists(out)) {
+    stop("the fresh R session failed:\n", result$output, call. = FALSE)
+  }
+  readRDS(out)
 }
+
+# The Python chosen over keras3's in the selection tests: the test suite's
+# own environment (make passes it), which has Keras 3.
+other_python <- function() {
+  python <- Sys.getenv("ADAFACTOR_OTHER_PYTHON")
+  skip_if_not(nzchar(python) && file.exists(python),
+              "ADAFACTOR_OTHER_PYTHON (a second Python with Keras 3) is not set")
+  python
+}
+
+# Iris, standardised, as keras3 takes it.
+iris_data <- function() {
+  list(x = unname(scale(as.matrix(iris[, 1:4]))),
+       y = as.integer(iris$Species) - 1L)
+}
+
+iris_model <- function(optimizer = optimizer_adafactor(learning_rate = 0.05),
+                       seed = 1) {
+  set_random_seed(seed)
+  model <- keras_model_sequential(input_shape = 4) |>
+    layer_dense(16, activation = "relu") |>
+    layer_dense(3)
+  model |> compile(
+    optimizer = optimizer,
+    loss = loss_sparse_categorical_crossentropy(from_logits = TRUE)
+  )
+}
+
+# fit() with the data in a fixed order, so that two runs can be compared.
+fit_iris <- function(model, epochs, ...) {
+  data <- iris_data()
+  model |> fit(data$x, data$y, epochs = epochs, batch_size = 25,
+               shuffle = FALSE, verbose = 0, ...)
+}
+
+`%||%` <- function(x, y) if (is.null(x)) y else x

@@ -93,48 +93,17 @@ test_that("NA, vectors and lists are caught in R and named", {
 
 test_that("a LearningRateSchedule passes through", {
   skip_without_python()
-  keras <- reticulate::import("keras")
-  schedule <- keras$optimizers$schedules$ExponentialDecay(0.1, 10L, 0.5)
+  schedule <- learning_rate_schedule_exponential_decay(0.1, 10, 0.5)
   config <- optimizer_adafactor(learning_rate = schedule)$get_config()
   expect_identical(config$learning_rate$class_name, "ExponentialDecay")
 })
 
 test_that("the R-made optimizer keeps the factored state: n + m numbers", {
   skip_without_python()
-  keras <- reticulate::import("keras")
   opt <- optimizer_adafactor()
   opt$build(list(keras$Variable(matrix(0, 64, 48)), keras$Variable(array(0, 48))))
   shapes <- lapply(opt$variables, function(v) dim(v$numpy()))
   expect_identical(shapes[-(1:2)], list(64L, 48L, 48L))
   sizes <- vapply(opt$variables, function(v) length(v$numpy()), integer(1))
   expect_identical(sum(sizes), 2L + 64L + 48L + 48L)
-})
-
-test_that("library(adafactor) works without Python; the call says what to do", {
-  python <- file.path(tempfile("no-adafactor-"), "bin", "python")
-  status <- system2(Sys.which("python3"), c("-m", "venv", dirname(dirname(python))))
-  skip_if(status != 0L, "python3 -m venv is not available")
-  result <- run_r(
-    "library(adafactor); cat('available:', adafactor_available(), '\\n'); optimizer_adafactor()",
-    env = paste0("RETICULATE_PYTHON=", python)
-  )
-  expect_match(result$output, "available: FALSE", fixed = TRUE)
-  expect_match(result$output, "The Python package 'adafactor'", fixed = TRUE)
-  expect_match(result$output, "install_adafactor()", fixed = TRUE)
-  expect_false(identical(result$status, 0L))
-})
-
-test_that("a fresh R process finds the r-adafactor environment by itself", {
-  skip_without_python()
-  skip_if(nzchar(Sys.getenv("RETICULATE_PYTHON")), "RETICULATE_PYTHON is set")
-  skip_if_not(reticulate::virtualenv_exists("r-adafactor"),
-              "no r-adafactor environment (install_adafactor())")
-  result <- withr_local_dir(tempdir(), run_r(paste(
-    "library(adafactor); invisible(optimizer_adafactor());",
-    "cat(normalizePath(reticulate::py_config()$python))"
-  )))
-  expect_identical(result$status, 0L)
-  expect_match(result$output,
-               normalizePath(reticulate::virtualenv_python("r-adafactor")),
-               fixed = TRUE)
 })

@@ -1,71 +1,100 @@
-# Training from R, interrupted and resumed, continues bit for bit.
+# Training from R, interrupted and resumed, or saved and loaded in a fresh
+# session or in Python, continues bit for bit.
 
-resume_data <- function() {
-  set.seed(3)
-  x <- matrix(rnorm(96 * 4), 96, 4)
-  list(x = x, y = as.array(as.integer(x[, 1] + x[, 2] > 0)))
+resume_model <- function(seed = 1) {
+  iris_model(optimizer_adafactor(learning_rate = 0.05, use_ema = TRUE), seed)
 }
 
-resume_model <- function(keras, seed) {
-  keras$utils$set_random_seed(as.integer(seed))
-  model <- keras$Sequential(list(
-    keras$Input(shape = list(4L)),
-    keras$layers$Dense(8L, activation = "relu"),
-    keras$layers$Dense(2L)
-  ))
-  model$compile(
-    optimizer = optimizer_adafactor(learning_rate = 0.05, use_ema = TRUE),
-    loss = keras$losses$SparseCategoricalCrossentropy(from_logits = TRUE)
-  )
-  model
+optimizer_state <- function(model) {
+  lapply(model$optimizer$variables, function(v) v$numpy())
 }
 
-fit_args <- function(data, ...) {
-  c(list(data$x, data$y, batch_size = 16L, epochs = 4L, shuffle = FALSE,
-         verbose = 0L), list(...))
-}
-
-test_that("BackupAndRestore from R resumes exactly as an uninterrupted run", {
+test_that("callback_backup_and_restore() resumes exactly as an uninterrupted run", {
   skip_without_python()
-  keras <- reticulate::import("keras")
-  data <- resume_data()
-  straight <- resume_model(keras, 1)
-  do.call(straight$fit, fit_args(data))
+  straight <- resume_model()
+  fit_iris(straight, epochs = 4)
 
   backup <- tempfile("backup-")
-  interrupt <- keras$callbacks$LambdaCallback(
-    on_epoch_begin = function(epoch, logs) {
-      if (epoch == 2) stop("simulated interruption")
-    }
-  )
-  interrupted <- resume_model(keras, 1)
-  expect_error(do.call(interrupted$fit, fit_args(data, callbacks = list(
-    keras$callbacks$BackupAndRestore(backup), interrupt
-  ))), "simulated interruption")
+  interrupt <- callback_lambda(on_epoch_begin = function(epoch, logs) {
+    if (epoch == 2) stop("simulated interruption")
+  })
+  interrupted <- resume_model()
+  expect_error(fit_iris(interrupted, epochs = 4, callbacks = list(
+    callback_backup_and_restore(backup), interrupt)), "simulated interruption")
 
-  resumed <- resume_model(keras, 99)
-  do.call(resumed$fit, fit_args(data, callbacks = list(
-    keras$callbacks$BackupAndRestore(backup)
-  )))
-  expect_identical(resumed$optimizer$iterations$numpy(),
-                   straight$optimizer$iterations$numpy())
-  expect_identical(resumed$get_weights(), straight$get_weights())
+  resumed <- resume_model(seed = 99)
+  fit_iris(resumed, epochs = 4, callbacks = list(callback_backup_and_restore(backup)))
+  expect_identical(optimizer_state(resumed), optimizer_state(straight))
+  expect_identical(get_weights(resumed), get_weights(straight))
 })
 
-test_that("a model saved from R loads back with its Adafactor state", {
+test_that("save_model(), then load_model() in a fresh session, continues bit for bit", {
   skip_without_python()
-  keras <- reticulate::import("keras")
-  data <- resume_data()
-  model <- resume_model(keras, 1)
-  do.call(model$fit, fit_args(data, epochs = 2L))
+  model <- resume_model()
+  fit_iris(model, epochs = 2)
   path <- tempfile(fileext = ".keras")
-  model$save(path)
-  loaded <- keras$saving$load_model(path)
-  expect_s3_class(loaded$optimizer, "adafactor.optimizer.Adafactor")
-  saved_state <- lapply(model$optimizer$variables, function(v) v$numpy())
-  loaded_state <- lapply(loaded$optimizer$variables, function(v) v$numpy())
-  expect_identical(loaded_state, saved_state)
-  do.call(model$fit, fit_args(data, epochs = 2L))
-  do.call(loaded$fit, fit_args(data, epochs = 2L))
-  expect_identical(loaded$get_weights(), model$get_weights())
+  save_model(model, path)
+  fit_iris(model, epochs = 2)
+
+  fresh <- run_r_value(sprintf(paste(
+    "library(adafactor)",
+    "model <- load_model('%s')",
+    "stopifnot(inherits(model$optimizer, 'adafactor.optimizer.Adafactor'))",
+    "data <- list(x = unname(scale(as.matrix(iris[, 1:4]))), y = as.integer(iris$Species) - 1L)",
+    "model |> fit(data$x, data$y, epochs = 2, batch_size = 25, shuffle = FALSE, verbose = 0)",
+    "saveRDS(get_weights(model), OUT)", sep = "; "), path))
+  expect_identical(fresh, get_weights(model))
+})
+
+# A Python with Keras 3 and this package's Python module (the test suite's
+# environment), running `code` with `args` in sys.argv.
+run_python <- function(code, ...) {
+  output <- system2(other_python(), c("-c", shQuote(code), shQuote(c(...))),
+                    stdout = TRUE, stderr = TRUE,
+                    env = c("KERAS_BACKEND=tensorflow", "TF_CPP_MIN_LOG_LEVEL=3"))
+  expect_null(attr(output, "status"), info = paste(output, collapse = "\n"))
+  invisible(output)
+}
+
+# Arrays a Python process saved with numpy.savez(path, *arrays), in order.
+read_npz <- function(path) {
+  arrays <- reticulate::import("numpy")$load(path)
+  lapply(seq_along(arrays$files) - 1L, function(i) arrays$get(sprintf("arr_%d", i)))
+}
+
+test_that("a model saved from R loads in Python with its optimizer state", {
+  skip_without_python()
+  model <- resume_model()
+  fit_iris(model, epochs = 2)
+  path <- tempfile(fileext = ".keras")
+  save_model(model, path)
+  state <- tempfile(fileext = ".npz")
+  run_python(paste(
+    "import sys, keras, numpy as np, adafactor",
+    "model = keras.saving.load_model(sys.argv[1])",
+    "assert isinstance(model.optimizer, adafactor.Adafactor), type(model.optimizer)",
+    "np.savez(sys.argv[2], *[v.numpy() for v in model.optimizer.variables])",
+    sep = "\n"), path, state)
+  expect_identical(read_npz(state), optimizer_state(model))
+})
+
+test_that("a model saved from Python loads in R with its optimizer state", {
+  skip_without_python()
+  path <- tempfile(fileext = ".keras")
+  state <- tempfile(fileext = ".npz")
+  run_python(paste(
+    "import sys, keras, numpy as np",
+    "from adafactor import optimizer_adafactor",
+    "keras.utils.set_random_seed(1)",
+    "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation='relu'), keras.layers.Dense(3)])",
+    "model.compile(optimizer=optimizer_adafactor(learning_rate=0.05), loss='mse')",
+    "x = np.linspace(-1, 1, 80, dtype='float32').reshape(20, 4)",
+    "model.fit(x, x[:, :3], epochs=3, batch_size=5, verbose=0)",
+    "model.save(sys.argv[1])",
+    "np.savez(sys.argv[2], *[v.numpy() for v in model.optimizer.variables])",
+    sep = "\n"), path, state)
+  model <- load_model(path)
+  expect_s3_class(model$optimizer, "adafactor.optimizer.Adafactor")
+  expect_identical(as.integer(model$optimizer$iterations$numpy()), 12L)
+  expect_identical(optimizer_state(model), read_npz(state))
 })
