@@ -1,3 +1,9 @@
+# The checkout is also a Python project (pyproject.toml, .venv): reticulate
+# would take it for a Poetry project and use its environment. A user's R
+# session is not inside it; neither are these tests (fresh sessions run in a
+# temporary folder, see run_r()).
+options(reticulate.poetry.project = tempdir())
+
 # The tests need a Python with Keras 3 for keras3 (its py_require()
 # environment, made with uv, or keras3::install_keras()); without one they
 # skip and say why.
@@ -12,11 +18,24 @@ accepted <- function(argument) {
   python_module()$accepted(argument)
 }
 
-# Run R code in a fresh R process; returns its output and exit status.
+# PATH before this session started Python: reticulate then puts the
+# environment's bin/ first and sets VIRTUAL_ENV, which a child R process
+# would take as the user's choice of Python.
+session_path <- Sys.getenv("PATH")
+
+# Run R code in a fresh R process, in a folder of its own and with the
+# environment of a fresh shell, as a user's session would be; returns its
+# output and exit status.
 run_r <- function(code, env = character()) {
   rscript <- file.path(R.home("bin"), "Rscript")
-  output <- suppressWarnings(system2(rscript, c("-e", shQuote(code)),
-                                     stdout = TRUE, stderr = TRUE, env = env))
+  folder <- tempfile("session-")
+  dir.create(folder)
+  old <- setwd(folder)
+  on.exit(setwd(old))
+  args <- c("-u", "VIRTUAL_ENV", paste0("PATH=", session_path), env,
+            rscript, "-e", code)
+  output <- suppressWarnings(system2("env", shQuote(args), stdout = TRUE,
+                                     stderr = TRUE))
   list(output = paste(output, collapse = "\n"),
        status = attr(output, "status") %||% 0L)
 }

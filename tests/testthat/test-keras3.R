@@ -22,7 +22,8 @@ test_that("the function is this package's in both attach orders", {
   masked <- function(first, second) {
     run_r(sprintf(paste(
       "suppressPackageStartupMessages({library(%s); library(%s)})",
-      "cat(environmentName(environment(optimizer_adafactor)))"), first, second))
+      "cat(environmentName(environment(optimizer_adafactor)))", sep = "; "),
+      first, second))
   }
   expect_match(masked("keras3", "adafactor")$output, "adafactor$")
   expect_match(masked("adafactor", "keras3")$output, "adafactor$")

@@ -9,9 +9,9 @@ python_report <- function(attach, env = character()) {
     "model |> compile(optimizer = optimizer_adafactor(), loss = 'mse')",
     "history <- model |> fit(matrix(1, 8, 4), matrix(0, 8, 3), epochs = 2, verbose = 0)",
     "config <- reticulate::py_config()",
-    "saveRDS(list(python = normalizePath(config$python), ephemeral = isTRUE(config$ephemeral),",
-    "  loss = history$metrics$loss, module = adafactor:::python_module()$`__file__`,",
-    "  optimizer = class(model$optimizer)[[1]]), OUT)",
+    paste("saveRDS(list(python = config$python, ephemeral = isTRUE(config$ephemeral),",
+          "loss = history$metrics$loss, module = adafactor:::python_module()$`__file__`,",
+          "optimizer = class(model$optimizer)[[1]]), OUT)"),
     sep = "; "), env = env)
 }
 
@@ -22,8 +22,8 @@ shipped_module <- function() {
 test_that("library(adafactor) starts no Python and sets no Python", {
   result <- run_r_value(paste(
     "library(adafactor)",
-    "saveRDS(list(started = reticulate::py_available(),",
-    "  chosen = Sys.getenv('RETICULATE_PYTHON')), OUT)", sep = "; "))
+    paste("saveRDS(list(started = reticulate::py_available(),",
+          "chosen = Sys.getenv('RETICULATE_PYTHON')), OUT)"), sep = "; "))
   expect_false(result$started)
   expect_identical(result$chosen, "")
 })
@@ -43,7 +43,7 @@ test_that("with keras3's own py_require() environment, both attach orders train"
 })
 
 test_that("a Python the user chose stays chosen", {
-  python <- normalizePath(other_python())
+  python <- other_python()
   for (attach in c("library(keras3); library(adafactor)",
                    "library(adafactor); library(keras3)")) {
     report <- python_report(attach, env = paste0("RETICULATE_PYTHON=", python))

@@ -6,7 +6,13 @@ resume_model <- function(seed = 1) {
 }
 
 optimizer_state <- function(model) {
-  lapply(model$optimizer$variables, function(v) v$numpy())
+  scalars_as_vectors(lapply(model$optimizer$variables, function(v) v$numpy()))
+}
+
+# A 0-d array reaches R as a plain number from v$numpy() and as a 1-d array
+# from numpy.load(): compare them as numbers.
+scalars_as_vectors <- function(arrays) {
+  lapply(arrays, function(a) if (length(a) == 1L) as.vector(a) else a)
 }
 
 test_that("callback_backup_and_restore() resumes exactly as an uninterrupted run", {
@@ -59,7 +65,8 @@ run_python <- function(code, ...) {
 # Arrays a Python process saved with numpy.savez(path, *arrays), in order.
 read_npz <- function(path) {
   arrays <- reticulate::import("numpy")$load(path)
-  lapply(seq_along(arrays$files) - 1L, function(i) arrays$get(sprintf("arr_%d", i)))
+  scalars_as_vectors(lapply(seq_along(arrays$files) - 1L,
+                            function(i) arrays$get(sprintf("arr_%d", i))))
 }
 
 test_that("a model saved from R loads in Python with its optimizer state", {
