@@ -15,13 +15,20 @@ reticulate; `run()` evaluates the code in R and then runs R's garbage
 collector, still holding the GIL. No reference to a Python object is left to
 R when the call returns, so R's exit-time collection has nothing to release
 and the process exits 0.
+
+Ending R at exit is left out: with reticulate 1.46 and keras3 loaded,
+rpy2's exit handler hangs in R's exit finalizers (`R_RunExitFinalizers`, with
+Python itself shutting down around it). The bridge removes R's temporary
+folder instead, and the process exits without R's own clean-up.
 """
 
 from __future__ import annotations
 
+import atexit
 import sys
 import types
 
+import rpy2.rinterface as rinterface
 import rpy2.robjects as robjects
 
 _NAME = "adafactor_r_bridge"
@@ -56,6 +63,8 @@ local({{
 }}
 """)
 _gil_call = robjects.globalenv[".adafactor_gil"]
+atexit.unregister(rinterface.endr)
+atexit.register(lambda: r("unlink(tempdir(), recursive = TRUE)"))
 
 
 def r(code: str):

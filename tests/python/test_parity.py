@@ -9,8 +9,7 @@ import pytest
 from adafactor import Adafactor, optimizer_adafactor
 from r_bridge import r
 
-SCHEDULE_R = ('reticulate::import("keras")$optimizers$schedules$'
-              'ExponentialDecay(0.1, 10L, 0.5)')
+SCHEDULE_R = "learning_rate_schedule_exponential_decay(0.1, 10, 0.5)"
 
 # R call -> the same arguments in Python.
 GRID = {
