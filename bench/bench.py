@@ -43,16 +43,20 @@ def embedding_gradient(values, indices, shape):
     optimizers also fail under jit on a BCOO with repeated rows)."""
     if BACKEND == "tensorflow":
         import tensorflow as tf
-        return tf.IndexedSlices(tf.constant(values), tf.constant(indices),
-                                tf.constant(shape, tf.int64))
+
+        return tf.IndexedSlices(
+            tf.constant(values), tf.constant(indices), tf.constant(shape, tf.int64)
+        )
     dense = np.zeros(shape, "float32")
     np.add.at(dense, indices, values)
     return keras.ops.convert_to_tensor(dense)
 
 
 def nbytes(variables) -> int:
-    return sum(math.prod(v.shape) * np.dtype(
-        keras.backend.standardize_dtype(v.dtype)).itemsize for v in variables)
+    return sum(
+        math.prod(v.shape) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
+        for v in variables
+    )
 
 
 class Contender:
@@ -84,8 +88,12 @@ def measure_jax(optimizer, variables, grads, args, label):
     memory = compiled.memory_analysis()
     peak = None
     if memory is not None:
-        peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-                - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+        peak = (
+            memory.argument_size_in_bytes
+            + memory.output_size_in_bytes
+            - memory.alias_size_in_bytes
+            + memory.temp_size_in_bytes
+        )
     times = []
     for i in range(args.steps + 5):
         start = time.perf_counter()
@@ -145,16 +153,21 @@ def run(args, shapes, tokens=None) -> list[dict]:
     for contender in CONTENDERS:
         adafactor_optimizer.RMS_FORM = contender.rms_form or "auto"
         variables = [keras.Variable(v) for v in initial]
-        grads = [keras.ops.convert_to_tensor(g) for g in grad_values[tokens and 1:]]
+        grads = [keras.ops.convert_to_tensor(g) for g in grad_values[tokens and 1 :]]
         if tokens:
             grads.insert(0, embedding_gradient(*grad_values[0], shapes[0]))
         optimizer = contender.make()
-        seconds, peak = measure(optimizer, variables, grads, args,
-                                contender.label)
+        seconds, peak = measure(optimizer, variables, grads, args, contender.label)
         params = nbytes(variables)
-        rows.append(dict(label=contender.label, params=params,
-                         state=nbytes(optimizer.variables), seconds=seconds,
-                         peak=peak))
+        rows.append(
+            dict(
+                label=contender.label,
+                params=params,
+                state=nbytes(optimizer.variables),
+                seconds=seconds,
+                peak=peak,
+            )
+        )
     adafactor_optimizer.RMS_FORM = "auto"
     return rows
 
@@ -165,50 +178,70 @@ def ratio(a, b):
 
 def report(rows, args, title):
     params = rows[0]["params"]
-    print(f"\n{title}; backend {BACKEND} on {'GPU' if args.gpu else 'CPU'}: "
-          f"{params / 2**20:.1f} MiB of float32 parameters; median of "
-          f"{args.steps} steps\n")
+    print(
+        f"\n{title}; backend {BACKEND} on {'GPU' if args.gpu else 'CPU'}: "
+        f"{params / 2**20:.1f} MiB of float32 parameters; median of "
+        f"{args.steps} steps\n"
+    )
     keras_adafactor, adam = rows[-2], rows[-1]
-    print("| optimizer | state / params | step ms | peak step MiB | peak / (params + grads) "
-          "| state vs Keras Adafactor | time vs Keras Adafactor | time vs Adam |")
+    print(
+        "| optimizer | state / params | step ms | peak step MiB | peak / (params + grads) "
+        "| state vs Keras Adafactor | time vs Keras Adafactor | time vs Adam |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         peak = "n/a" if row["peak"] is None else f"{row['peak'] / 2**20:.1f}"
-        print(f"| {row['label']} | {row['state'] / params:.4f} "
-              f"| {row['seconds'] * 1e3:.2f} | {peak} "
-              f"| {ratio(row['peak'], 2 * params)} "
-              f"| {ratio(row['state'], keras_adafactor['state'])} "
-              f"| {ratio(row['seconds'], keras_adafactor['seconds'])} "
-              f"| {ratio(row['seconds'], adam['seconds'])} |")
+        print(
+            f"| {row['label']} | {row['state'] / params:.4f} "
+            f"| {row['seconds'] * 1e3:.2f} | {peak} "
+            f"| {ratio(row['peak'], 2 * params)} "
+            f"| {ratio(row['state'], keras_adafactor['state'])} "
+            f"| {ratio(row['seconds'], keras_adafactor['seconds'])} "
+            f"| {ratio(row['seconds'], adam['seconds'])} |"
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--d", type=int, default=None,
-                        help="model width (default 512 on CPU, 2048 on GPU)")
-    parser.add_argument("--layers", type=int, default=None,
-                        help="layers (default 4 on CPU, 5 on GPU: ~1 GiB)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="timed steps (default 30 on CPU, 100 on GPU)")
-    parser.add_argument("--vocabulary", type=int, default=32000,
-                        help="rows of the embedding table (default 32000)")
-    parser.add_argument("--tokens", type=int, default=1024,
-                        help="tokens a step in the embedding case (default 1024)")
+    parser.add_argument(
+        "--d", type=int, default=None, help="model width (default 512 on CPU, 2048 on GPU)"
+    )
+    parser.add_argument(
+        "--layers", type=int, default=None, help="layers (default 4 on CPU, 5 on GPU: ~1 GiB)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps (default 30 on CPU, 100 on GPU)"
+    )
+    parser.add_argument(
+        "--vocabulary", type=int, default=32000, help="rows of the embedding table (default 32000)"
+    )
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=1024,
+        help="tokens a step in the embedding case (default 1024)",
+    )
     args = parser.parse_args()
     # Where the optimizer's "auto" RMS form looks, so both agree.
     args.gpu = adafactor_optimizer._on_accelerator(keras.Variable(0.0))
     args.d = args.d or (2048 if args.gpu else 512)
     args.layers = args.layers or (5 if args.gpu else 4)
     args.steps = args.steps or (100 if args.gpu else 30)
-    report(run(args, parameter_shapes(args.d, args.layers)), args,
-           f"Transformer-shaped, d={args.d}, {args.layers} layers")
+    report(
+        run(args, parameter_shapes(args.d, args.layers)),
+        args,
+        f"Transformer-shaped, d={args.d}, {args.layers} layers",
+    )
     # An embedding-heavy model: a 32k x 512 table (1024 tokens a step)
     # before a small T5-sized stack (d=512, 2 layers).
     embedding = [(args.vocabulary, 512)] + parameter_shapes(512, 2)
-    report(run(args, embedding, tokens=args.tokens), args,
-           f"Embedding {args.vocabulary} x 512 ({args.tokens} tokens a step, "
-           f"{'sparse' if BACKEND == 'tensorflow' else 'dense'} gradient) "
-           f"+ d=512, 2 layers")
+    report(
+        run(args, embedding, tokens=args.tokens),
+        args,
+        f"Embedding {args.vocabulary} x 512 ({args.tokens} tokens a step, "
+        f"{'sparse' if BACKEND == 'tensorflow' else 'dense'} gradient) "
+        f"+ d=512, 2 layers",
+    )
 
 
 if __name__ == "__main__":

@@ -5,5 +5,4 @@ from adafactor.factory import optimizer_adafactor
 from adafactor.optimizer import Adafactor
 
 __version__ = "0.2.0"
-__all__ = ["Adafactor", "ArgumentError", "accepted", "error_message",
-           "optimizer_adafactor"]
+__all__ = ["Adafactor", "ArgumentError", "accepted", "error_message", "optimizer_adafactor"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-
 from keras.optimizers.schedules import LearningRateSchedule
 
 # What each argument accepts, in words shown to R and Python users alike.
@@ -41,8 +41,7 @@ ACCEPTED = {
     "factored": "TRUE/True or FALSE/False",
 }
 
-EXTRA_ARGUMENTS = ("scale_parameter", "warmup_init", "beta_1",
-                   "min_dim_size_to_factor", "factored")
+EXTRA_ARGUMENTS = ("scale_parameter", "warmup_init", "beta_1", "min_dim_size_to_factor", "factored")
 
 
 class ArgumentError(ValueError):
@@ -97,6 +96,7 @@ def _whole(minimum: int) -> Callable[[str, Any], int]:
         if number != int(number):
             _fail(argument, value)
         return int(number)
+
     return coerce
 
 
@@ -161,8 +161,9 @@ def coerce_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
             f"arguments: {', '.join(EXTRA_ARGUMENTS)}."
         )
     coerced = {key: _COERCE[key](key, value) for key, value in arguments.items()}
-    clips = [key for key in ("clipnorm", "clipvalue", "global_clipnorm")
-             if coerced.get(key) is not None]
+    clips = [
+        key for key in ("clipnorm", "clipvalue", "global_clipnorm") if coerced.get(key) is not None
+    ]
     if len(clips) > 1:
         raise ArgumentError(
             "At most one of `clipnorm`, `clipvalue` and `global_clipnorm` may "

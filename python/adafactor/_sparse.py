@@ -20,16 +20,20 @@ def split_rows(gradient):
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
+
         if isinstance(gradient, tf.IndexedSlices):
             rows, position = tf.unique(gradient.indices)
-            values = tf.math.unsorted_segment_sum(
-                gradient.values, position, tf.shape(rows)[0])
+            values = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
             return rows, values
     elif backend == "jax":
         from jax.experimental import sparse
+
         if isinstance(gradient, sparse.JAXSparse):
-            if isinstance(gradient, sparse.BCOO) and gradient.n_batch == 0 \
-                    and gradient.n_sparse == 1:
+            if (
+                isinstance(gradient, sparse.BCOO)
+                and gradient.n_batch == 0
+                and gradient.n_sparse == 1
+            ):
                 return _bcoo_rows(gradient)
             return None, gradient.todense()
     return None, gradient
@@ -50,8 +54,10 @@ def join_rows(rows, values, shape):
     `self.assign_sub` turns it into a scatter on the variable."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
+
         return tf.IndexedSlices(values, rows, tf.constant(shape, rows.dtype))
     from jax.experimental import sparse
+
     return sparse.BCOO((values, ops.expand_dims(rows, -1)), shape=shape)
 
 

@@ -7,13 +7,14 @@ Coercion and validation happen once, in `Adafactor.__init__`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 from keras.optimizers.schedules import LearningRateSchedule
 
 from adafactor.optimizer import Adafactor
 
-LearningRate = Union[float, LearningRateSchedule, Callable[[], float]]
+LearningRate = float | LearningRateSchedule | Callable[[], float]
 
 
 def optimizer_adafactor(

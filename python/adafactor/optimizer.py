@@ -15,9 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
 from adafactor._arguments import coerce_arguments
@@ -38,9 +37,18 @@ RMS_FORM = "auto"
 _RMS_FORMS = ("auto", "fused", "matvec")
 
 # The arguments this class keeps; the rest go to Keras's base optimizer.
-_OWN_ARGUMENTS = ("beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold",
-                  "relative_step", "scale_parameter", "warmup_init", "beta_1",
-                  "min_dim_size_to_factor", "factored")
+_OWN_ARGUMENTS = (
+    "beta_2_decay",
+    "epsilon_1",
+    "epsilon_2",
+    "clip_threshold",
+    "relative_step",
+    "scale_parameter",
+    "warmup_init",
+    "beta_1",
+    "min_dim_size_to_factor",
+    "factored",
+)
 
 
 def _limits(dtype) -> tuple[float, float]:
@@ -57,8 +65,10 @@ def _limits(dtype) -> tuple[float, float]:
 def _rms_form(variable) -> str:
     """RMS_FORM, with "auto" resolved for where `variable` lives."""
     if RMS_FORM not in _RMS_FORMS:
-        raise ValueError(f"adafactor.optimizer.RMS_FORM must be one of "
-                         f"{', '.join(map(repr, _RMS_FORMS))}; got {RMS_FORM!r}.")
+        raise ValueError(
+            f"adafactor.optimizer.RMS_FORM must be one of "
+            f"{', '.join(map(repr, _RMS_FORMS))}; got {RMS_FORM!r}."
+        )
     if RMS_FORM != "auto":
         return RMS_FORM
     return "fused" if _on_accelerator(variable) else "matvec"
@@ -68,10 +78,12 @@ def _on_accelerator(variable) -> bool:
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
+
         return jax.default_backend() != "cpu"
     if backend == "torch":
         return variable.value.device.type != "cpu"
     import tensorflow as tf  # places ops on a GPU whenever one is visible
+
     return bool(tf.config.list_logical_devices("GPU"))
 
 
@@ -140,14 +152,23 @@ class Adafactor(keras.optimizers.Optimizer):
         name: str = "adafactor",
         **kwargs: Any,
     ):
-        arguments = coerce_arguments(dict(
-            learning_rate=learning_rate, beta_2_decay=beta_2_decay,
-            epsilon_1=epsilon_1, epsilon_2=epsilon_2,
-            clip_threshold=clip_threshold, relative_step=relative_step,
-            scale_parameter=scale_parameter, warmup_init=warmup_init,
-            beta_1=beta_1, min_dim_size_to_factor=min_dim_size_to_factor,
-            factored=factored, name=name, **kwargs,
-        ))
+        arguments = coerce_arguments(
+            dict(
+                learning_rate=learning_rate,
+                beta_2_decay=beta_2_decay,
+                epsilon_1=epsilon_1,
+                epsilon_2=epsilon_2,
+                clip_threshold=clip_threshold,
+                relative_step=relative_step,
+                scale_parameter=scale_parameter,
+                warmup_init=warmup_init,
+                beta_1=beta_1,
+                min_dim_size_to_factor=min_dim_size_to_factor,
+                factored=factored,
+                name=name,
+                **kwargs,
+            )
+        )
         own = {key: arguments.pop(key) for key in _OWN_ARGUMENTS}
         super().__init__(**arguments)  # Keras's base arguments
         for key, value in own.items():
@@ -182,18 +203,16 @@ class Adafactor(keras.optimizers.Optimizer):
                 dtype = self._state_dtype(variable)
                 shape = tuple(variable.shape)
                 if self._is_factored(variable):
-                    row = self.add_variable(
-                        shape[:-1], dtype=dtype, name=f"{variable.name}_row")
+                    row = self.add_variable(shape[:-1], dtype=dtype, name=f"{variable.name}_row")
                     col = self.add_variable(
-                        shape[:-2] + shape[-1:], dtype=dtype,
-                        name=f"{variable.name}_col")
+                        shape[:-2] + shape[-1:], dtype=dtype, name=f"{variable.name}_col"
+                    )
                 else:
-                    second = self.add_variable(
-                        shape, dtype=dtype, name=f"{variable.name}_second")
+                    second = self.add_variable(shape, dtype=dtype, name=f"{variable.name}_second")
                 if self.beta_1 is not None:
                     momentum = self.add_variable(
-                        shape, dtype="float32",
-                        name=f"{variable.name}_momentum")
+                        shape, dtype="float32", name=f"{variable.name}_momentum"
+                    )
             self._row.append(row)
             self._col.append(col)
             self._second.append(second)
@@ -230,22 +249,21 @@ class Adafactor(keras.optimizers.Optimizer):
         if rows is None:
             col_mean = ops.mean(grad_square, axis=-2)
         else:
-            col_mean = spread(col_rows, ops.sum(grad_square, axis=-2),
-                              col.shape) / shape[-2]
-        self.assign(col, ops.minimum(
-            decay * col + (1 - decay) * (col_mean + self.epsilon_1), cap))
+            col_mean = spread(col_rows, ops.sum(grad_square, axis=-2), col.shape) / shape[-2]
+        self.assign(col, ops.minimum(decay * col + (1 - decay) * (col_mean + self.epsilon_1), cap))
         col_norm = pick(col_rows, ops.maximum(col, tiny))
         row_mean = spread(rows, ops.mean(grad_square, axis=-1), row.shape)
         if rows is None and self._rms_in_use == "matvec":
-            weighted = ops.squeeze(
-                ops.matmul(grad_square, ops.expand_dims(1 / col_norm, -1)), -1)
+            weighted = ops.squeeze(ops.matmul(grad_square, ops.expand_dims(1 / col_norm, -1)), -1)
         else:  # a row sum beside row_mean's: one pass over the gradient
             weighted = ops.sum(grad_square / ops.expand_dims(col_norm, -2), axis=-1)
-        self.assign(row, ops.minimum(
-            decay * row + (1 - decay) * (row_mean + self.epsilon_1),
-            cap / row.shape[-1]))
-        row_norm = pick(rows, ops.maximum(
-            row / ops.mean(row, axis=-1, keepdims=True), tiny))
+        self.assign(
+            row,
+            ops.minimum(
+                decay * row + (1 - decay) * (row_mean + self.epsilon_1), cap / row.shape[-1]
+            ),
+        )
+        row_norm = pick(rows, ops.maximum(row / ops.mean(row, axis=-1, keepdims=True), tiny))
         mean_square = ops.sum(weighted / row_norm) / math.prod(shape)
         return ops.rsqrt(row_norm), ops.rsqrt(col_norm), mean_square
 
@@ -254,8 +272,7 @@ class Adafactor(keras.optimizers.Optimizer):
         present when `rows` is not None)."""
         tiny, cap = _limits(second.dtype)
         regulated = spread(rows, grad_square, shape) + self.epsilon_1
-        self.assign(second, ops.minimum(
-            decay * second + (1 - decay) * regulated, cap))
+        self.assign(second, ops.minimum(decay * second + (1 - decay) * regulated, cap))
         return ops.rsqrt(pick(rows, ops.maximum(second, tiny)))
 
     def update_step(self, gradient, variable, learning_rate):
@@ -284,22 +301,26 @@ class Adafactor(keras.optimizers.Optimizer):
             # column vector: never 0 * inf, so a zero gradient row and column
             # stay finite, and v is never formed.
             row_scale, col_scale, mean_square = self._factored_scales(
-                row, col, grad_square, decay, rows, shape)
+                row, col, grad_square, decay, rows, shape
+            )
         else:
-            scale = self._full_scale(
-                self._second[index], grad_square, decay, rows, shape)
+            scale = self._full_scale(self._second[index], grad_square, decay, rows, shape)
             mean_square = ops.sum(ops.square(gradient * scale)) / math.prod(shape)
         clip = ops.maximum(1.0, ops.sqrt(mean_square) / self.clip_threshold)
         factor = self._step_size(learning_rate, variable, step, dtype) / clip
         if row is not None:
-            update = (gradient * ops.expand_dims(row_scale * factor, -1)
-                      * ops.expand_dims(col_scale, -2))
+            update = (
+                gradient * ops.expand_dims(row_scale * factor, -1) * ops.expand_dims(col_scale, -2)
+            )
         else:
             update = gradient * (scale * factor)
         momentum = self._momentum[index]
         if momentum is not None:
-            self.assign(momentum, self.beta_1 * momentum + (1 - self.beta_1)
-                        * spread(rows, ops.cast(update, "float32"), shape))
+            self.assign(
+                momentum,
+                self.beta_1 * momentum
+                + (1 - self.beta_1) * spread(rows, ops.cast(update, "float32"), shape),
+            )
             update = momentum
         update = ops.cast(update, variable.dtype)
         if rows is not None and momentum is None:

@@ -13,8 +13,7 @@ REFERENCE = ROOT / "inst" / "reference" / "optimizer_adafactor.txt"
 
 
 def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "backend: runs under every Keras backend (KERAS_BACKEND)")
+    config.addinivalue_line("markers", "backend: runs under every Keras backend (KERAS_BACKEND)")
 
 
 def reference_usage() -> list[tuple[str, str]]:

@@ -12,10 +12,20 @@ def _rms(x):
 
 
 class NumpyAdafactor:
-    def __init__(self, learning_rate=0.001, beta_2_decay=-0.8, epsilon_1=1e-30,
-                 epsilon_2=1e-3, clip_threshold=1.0, relative_step=True,
-                 scale_parameter=True, warmup_init=False, beta_1=None,
-                 min_dim_size_to_factor=None, factored=True):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_2_decay=-0.8,
+        epsilon_1=1e-30,
+        epsilon_2=1e-3,
+        clip_threshold=1.0,
+        relative_step=True,
+        scale_parameter=True,
+        warmup_init=False,
+        beta_1=None,
+        min_dim_size_to_factor=None,
+        factored=True,
+    ):
         self.__dict__.update(locals())
         self.state = {}
         self.t = 0
@@ -28,7 +38,7 @@ class NumpyAdafactor:
     def step(self, params, grads):
         self.t += 1
         t = self.t
-        for i, (p, g) in enumerate(zip(params, grads)):
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             g = g.astype(np.float64)
             s = self.state.setdefault(i, {})
             if self.warmup_init:
@@ -38,7 +48,7 @@ class NumpyAdafactor:
             else:
                 rho = self.learning_rate
             alpha = rho * (max(self.epsilon_2, _rms(p)) if self.scale_parameter else 1)
-            beta_2 = 1 - t ** self.beta_2_decay
+            beta_2 = 1 - t**self.beta_2_decay
             g2 = g * g + self.epsilon_1
             if self._factored(p.shape):
                 r = s.get("r", np.zeros(p.shape[:-1]))

@@ -16,21 +16,21 @@ SIGNATURE = inspect.signature(optimizer_adafactor)
 def test_signature_matches_reference_usage():
     usage = reference_usage()
     params = list(SIGNATURE.parameters.values())
-    python_names = [p.name if p.kind is not p.VAR_KEYWORD else "..."
-                    for p in params]
+    python_names = [p.name if p.kind is not p.VAR_KEYWORD else "..." for p in params]
     # R's `...` sits between `name` and `loss_scale_factor`; in Python the
     # arguments after it are keyword-only and **kwargs comes last.
     r_names = [name for name, _ in usage]
     dots = r_names.index("...")
-    assert python_names == r_names[:dots] + r_names[dots + 1:] + ["..."]
+    assert python_names == r_names[:dots] + r_names[dots + 1 :] + ["..."]
     keyword_only = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
-    assert keyword_only == r_names[dots + 1:]
+    assert keyword_only == r_names[dots + 1 :]
 
 
 def assert_same_default(actual, expected, name):
     # The learning rate lives in a float32 variable, as in every Keras optimizer.
-    assert actual == (pytest.approx(expected, rel=1e-7)
-                      if isinstance(expected, float) else expected), name
+    assert actual == (
+        pytest.approx(expected, rel=1e-7) if isinstance(expected, float) else expected
+    ), name
     if isinstance(expected, bool) or expected is None:
         assert actual is expected, name
 
@@ -38,8 +38,9 @@ def assert_same_default(actual, expected, name):
 def test_defaults_match_reference_usage():
     for name, default in reference_usage():
         if name != "...":
-            assert_same_default(SIGNATURE.parameters[name].default,
-                                r_default_to_python(default), name)
+            assert_same_default(
+                SIGNATURE.parameters[name].default, r_default_to_python(default), name
+            )
 
 
 def test_returns_a_keras_optimizer_whose_config_carries_every_argument():
@@ -53,10 +54,16 @@ def test_returns_a_keras_optimizer_whose_config_carries_every_argument():
 
 
 def test_config_round_trips():
-    opt = optimizer_adafactor(learning_rate=0.02, relative_step=False,
-                              clipnorm=2.0, use_ema=True,
-                              ema_overwrite_frequency=5, name="mine",
-                              gradient_accumulation_steps=3, beta_1=0.9)
+    opt = optimizer_adafactor(
+        learning_rate=0.02,
+        relative_step=False,
+        clipnorm=2.0,
+        use_ema=True,
+        ema_overwrite_frequency=5,
+        name="mine",
+        gradient_accumulation_steps=3,
+        beta_1=0.9,
+    )
     again = adafactor.Adafactor.from_config(opt.get_config())
     assert again.get_config() == opt.get_config()
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
@@ -71,8 +78,9 @@ def test_learning_rate_numbers_become_floats(value):
     assert type(lr) is float and lr == pytest.approx(float(value))
 
 
-@pytest.mark.parametrize("argument,minimum", [
-    ("ema_overwrite_frequency", 1), ("gradient_accumulation_steps", 2)])
+@pytest.mark.parametrize(
+    "argument,minimum", [("ema_overwrite_frequency", 1), ("gradient_accumulation_steps", 2)]
+)
 @pytest.mark.parametrize("make", [float, np.int64, np.float32, int])
 def test_integral_numbers_become_ints(argument, minimum, make):
     opt = optimizer_adafactor(use_ema=True, **{argument: make(10)})
@@ -80,11 +88,11 @@ def test_integral_numbers_become_ints(argument, minimum, make):
     assert type(value) is int and value == 10
 
 
-@pytest.mark.parametrize("argument", [
-    "ema_overwrite_frequency", "gradient_accumulation_steps"])
+@pytest.mark.parametrize("argument", ["ema_overwrite_frequency", "gradient_accumulation_steps"])
 def test_non_integral_numbers_are_errors(argument):
-    with pytest.raises(ArgumentError, match=f"`{argument}` must be .*whole "
-                       f"number.*Received: {argument}=2.5"):
+    with pytest.raises(
+        ArgumentError, match=f"`{argument}` must be .*whole number.*Received: {argument}=2.5"
+    ):
         optimizer_adafactor(use_ema=True, **{argument: 2.5})
 
 
@@ -97,8 +105,9 @@ def test_learning_rate_schedule_and_callable_pass_through():
 
 
 def test_kwargs_reach_the_optimizer():
-    opt = optimizer_adafactor(scale_parameter=False, factored=False,
-                              min_dim_size_to_factor=np.float64(128))
+    opt = optimizer_adafactor(
+        scale_parameter=False, factored=False, min_dim_size_to_factor=np.float64(128)
+    )
     config = opt.get_config()
     assert config["scale_parameter"] is False
     assert config["factored"] is False
@@ -112,14 +121,14 @@ def test_unknown_kwargs_are_named_in_the_error():
 
 def test_keyword_only_after_name():
     with pytest.raises(TypeError):
-        optimizer_adafactor(0.001, -0.8, 1e-30, 1e-3, 1.0, True, None, None,
-                            None, None, False, 0.99, None, "n", 2.0)
+        optimizer_adafactor(
+            0.001, -0.8, 1e-30, 1e-3, 1.0, True, None, None, None, None, False, 0.99, None, "n", 2.0
+        )
 
 
 def test_errors_are_value_errors_naming_argument_value_and_rule():
     with pytest.raises(ValueError) as info:
         optimizer_adafactor(clip_threshold=0)
     message = str(info.value)
-    assert message == ("`clip_threshold` must be a finite number > 0. "
-                       "Received: clip_threshold=0")
+    assert message == ("`clip_threshold` must be a finite number > 0. Received: clip_threshold=0")
     assert adafactor.accepted("clip_threshold") in message

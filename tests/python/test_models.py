@@ -34,8 +34,13 @@ def embedding_classifier():
 def t5():
     keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed")
     backbone = keras_hub.models.T5Backbone(
-        vocabulary_size=VOCABULARY, num_layers=2, num_heads=2, hidden_dim=64,
-        intermediate_dim=128, dropout=0.0)
+        vocabulary_size=VOCABULARY,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=64,
+        intermediate_dim=128,
+        dropout=0.0,
+    )
     outputs = backbone(backbone.input)["decoder_sequence_output"]
     return keras.Model(backbone.input, head(outputs))
 
@@ -43,8 +48,14 @@ def t5():
 def gpt2():
     keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed")
     backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=VOCABULARY, num_layers=2, num_heads=2, hidden_dim=64,
-        intermediate_dim=128, dropout=0.0, max_sequence_length=SEQUENCE)
+        vocabulary_size=VOCABULARY,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=64,
+        intermediate_dim=128,
+        dropout=0.0,
+        max_sequence_length=SEQUENCE,
+    )
     return keras.Model(backbone.input, head(backbone(backbone.input)))
 
 
@@ -124,8 +135,9 @@ def test_model_trains_finite_with_factored_state(name, policy):
     keras.utils.set_random_seed(0)
     model = MODELS[name]()
     optimizer = optimizer_adafactor(learning_rate=0.01)
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
+    model.compile(
+        optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     rng = np.random.default_rng(0)
     x = random_inputs(model, rng)
     y = rng.integers(0, 2, BATCH)
@@ -135,12 +147,11 @@ def test_model_trains_finite_with_factored_state(name, policy):
 
     assert np.all(np.isfinite(history.history["loss"]))
     assert all(np.all(np.isfinite(w.astype("float32"))) for w in after)
-    moved = sum(not np.array_equal(b, a) for b, a in zip(before, after))
+    moved = sum(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
     assert moved >= len(before) // 2, f"only {moved} of {len(before)} weights moved"
     # Factored: each variable of rank >= 2 keeps its row and column factors
     # and nothing full-size; vectors keep a full second moment.
-    assert state_numbers(optimizer) == sum(
-        factored_size(w.shape) for w in model.trainable_weights)
+    assert state_numbers(optimizer) == sum(factored_size(w.shape) for w in model.trainable_weights)
 
 
 def factored_size(shape):

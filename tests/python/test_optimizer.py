@@ -23,8 +23,7 @@ STEPS = 25
 
 def gradient_sequence(shapes, steps, seed=1, scale=1.0):
     rng = np.random.default_rng(seed)
-    return [[(rng.normal(size=s) * scale).astype("float32") for s in shapes]
-            for _ in range(steps)]
+    return [[(rng.normal(size=s) * scale).astype("float32") for s in shapes] for _ in range(steps)]
 
 
 def initial_values(shapes, seed=0):
@@ -32,15 +31,14 @@ def initial_values(shapes, seed=0):
     return [rng.normal(size=s).astype("float32") for s in shapes]
 
 
-def run_eagerly(optimizer, shapes=SHAPES, steps=STEPS, grads=None,
-                dtype="float32"):
+def run_eagerly(optimizer, shapes=SHAPES, steps=STEPS, grads=None, dtype="float32"):
     """Apply a fixed gradient sequence; return the final values (float64)."""
     variables = [keras.Variable(v, dtype=dtype) for v in initial_values(shapes)]
     for step_grads in grads or gradient_sequence(shapes, steps):
-        optimizer.apply([keras.ops.convert_to_tensor(g, dtype=dtype)
-                         for g in step_grads], variables)
-    return [keras.ops.convert_to_numpy(keras.ops.cast(v, "float64"))
-            for v in variables]
+        optimizer.apply(
+            [keras.ops.convert_to_tensor(g, dtype=dtype) for g in step_grads], variables
+        )
+    return [keras.ops.convert_to_numpy(keras.ops.cast(v, "float64")) for v in variables]
 
 
 @pytest.fixture(params=["matvec", "fused"])
@@ -48,16 +46,18 @@ def rms_form(request, monkeypatch):
     """Run a test under each way of computing the update's RMS (the device
     picks one; all must agree)."""
     from adafactor import optimizer as module
+
     monkeypatch.setattr(module, "RMS_FORM", request.param)
     return request.param
 
 
 def assert_close(actual, expected, rtol=2e-5, atol=2e-6):
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
 
 
 # -- state ------------------------------------------------------------------
+
 
 def state_shapes(optimizer, shapes):
     optimizer.build([keras.Variable(np.zeros(s, "float32")) for s in shapes])
@@ -66,8 +66,7 @@ def state_shapes(optimizer, shapes):
 
 
 def test_state_is_factored_over_the_last_two_dimensions():
-    assert state_shapes(optimizer_adafactor(), SHAPES) == [
-        (7,), (6,), (5,), (3, 4), (3, 5), ()]
+    assert state_shapes(optimizer_adafactor(), SHAPES) == [(7,), (6,), (5,), (3, 4), (3, 5), ()]
 
 
 def test_state_is_n_plus_m_numbers_and_nothing_full_size():
@@ -85,7 +84,10 @@ def test_keras_adafactor_keeps_full_size_state_ours_does_not():
     ours, theirs = optimizer_adafactor(), keras.optimizers.Adafactor()
     for opt in (ours, theirs):
         opt.build([keras.Variable(np.zeros(s, "float32")) for s in shapes])
-    size = lambda opt: sum(math.prod(v.shape) for v in opt.variables)
+
+    def size(opt):
+        return sum(math.prod(v.shape) for v in opt.variables)
+
     assert size(theirs) >= 64 * 48 + 48
     assert size(ours) == 64 + 48 + 48 + 2
 
@@ -93,10 +95,12 @@ def test_keras_adafactor_keeps_full_size_state_ours_does_not():
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_low_precision_variables_keep_float32_state(dtype):
     optimizer = optimizer_adafactor()
-    optimizer.build([keras.Variable(np.zeros((4, 3)), dtype=dtype),
-                     keras.Variable(np.zeros(3), dtype=dtype)])
-    assert {keras.backend.standardize_dtype(v.dtype)
-            for v in optimizer.variables[2:]} == {"float32"}
+    optimizer.build(
+        [keras.Variable(np.zeros((4, 3)), dtype=dtype), keras.Variable(np.zeros(3), dtype=dtype)]
+    )
+    assert {keras.backend.standardize_dtype(v.dtype) for v in optimizer.variables[2:]} == {
+        "float32"
+    }
 
 
 # -- numerics against Keras 3.15 --------------------------------------------
@@ -121,27 +125,28 @@ def test_follows_keras_adafactor(case):
     ours = run_eagerly(optimizer_adafactor(**kwargs))
     theirs = run_eagerly(keras.optimizers.Adafactor(**kwargs))
     assert_close(ours, theirs)
-    assert not all(np.allclose(o, i) for o, i in
-                   zip(ours, initial_values(SHAPES)))
+    assert not all(np.allclose(o, i) for o, i in zip(ours, initial_values(SHAPES), strict=True))
 
 
 def test_follows_keras_adafactor_with_a_schedule():
-    schedule = lambda: keras.optimizers.schedules.ExponentialDecay(0.5, 5, 0.5)
-    assert_close(run_eagerly(optimizer_adafactor(learning_rate=schedule())),
-                 run_eagerly(keras.optimizers.Adafactor(learning_rate=schedule())))
+    def schedule():
+        return keras.optimizers.schedules.ExponentialDecay(0.5, 5, 0.5)
+
+    assert_close(
+        run_eagerly(optimizer_adafactor(learning_rate=schedule())),
+        run_eagerly(keras.optimizers.Adafactor(learning_rate=schedule())),
+    )
 
 
 def test_relative_step_false_turns_the_decay_off():
-    ours = run_eagerly(optimizer_adafactor(learning_rate=0.3,
-                                           relative_step=False))
+    ours = run_eagerly(optimizer_adafactor(learning_rate=0.3, relative_step=False))
     oracle = NumpyAdafactor(learning_rate=0.3, relative_step=False)
     params = [v.astype(np.float64) for v in initial_values(SHAPES)]
     for grads in gradient_sequence(SHAPES, STEPS):
         params = oracle.step(params, grads)
     assert_close(ours, params, rtol=1e-4, atol=1e-5)
     # Keras 3.15 ignores the flag: the documented difference.
-    keras_off = run_eagerly(keras.optimizers.Adafactor(learning_rate=0.3,
-                                                       relative_step=False))
+    keras_off = run_eagerly(keras.optimizers.Adafactor(learning_rate=0.3, relative_step=False))
     keras_on = run_eagerly(keras.optimizers.Adafactor(learning_rate=0.3))
     assert_close(keras_off, keras_on, rtol=0, atol=0)
     assert not np.allclose(ours[1], keras_off[1], rtol=1e-3)
@@ -149,11 +154,12 @@ def test_relative_step_false_turns_the_decay_off():
 
 # -- zero gradients and low precision ----------------------------------------
 
+
 def dead_unit_gradients(steps=5):
     grads = gradient_sequence([(6, 5), (5,)], steps)
     for g, _ in grads:
-        g[0, :] = 0.0   # a dead input unit
-        g[:, 0] = 0.0   # a dead output unit
+        g[0, :] = 0.0  # a dead input unit
+        g[:, 0] = 0.0  # a dead output unit
     return grads
 
 
@@ -176,12 +182,14 @@ def test_all_zero_gradient_leaves_variables_unchanged(rms_form):
 
 @pytest.mark.parametrize("magnitude", [0.0, 1e-30, 1e-20, 1e20, 1e30, 3e38])
 def test_extreme_gradient_magnitudes_give_finite_steps(magnitude, rms_form):
-    grads = [[(np.sign(g) * magnitude).astype("float32") for g in step]
-             for step in gradient_sequence(SHAPES, 4)]
+    grads = [
+        [(np.sign(g) * magnitude).astype("float32") for g in step]
+        for step in gradient_sequence(SHAPES, 4)
+    ]
     ours = run_eagerly(optimizer_adafactor(), grads=grads)
     assert all(np.isfinite(v).all() for v in ours)
     # Each step is at most clip_threshold * max(epsilon_2, RMS(w)) in RMS.
-    for after, before in zip(ours, initial_values(SHAPES)):
+    for after, before in zip(ours, initial_values(SHAPES), strict=True):
         rms = np.sqrt(np.mean(np.square(before)))
         assert np.sqrt(np.mean(np.square(after - before))) <= 4 * 1e-3 * max(1e-3, rms) * 1.01
 
@@ -205,23 +213,29 @@ def test_low_precision_variables_train_finite_and_follow_float32(dtype):
     full = run_eagerly(optimizer_adafactor(), shapes, grads=grads)
     tolerance = 2e-3 if dtype == "float16" else 2e-2
     assert_close(low, full, rtol=tolerance, atol=tolerance)
-    keras_low = run_eagerly(keras.optimizers.Adafactor(), shapes,
-                            grads=[[np.zeros(s, "float32") for s in shapes]],
-                            dtype=dtype)
+    keras_low = run_eagerly(
+        keras.optimizers.Adafactor(),
+        shapes,
+        grads=[[np.zeros(s, "float32") for s in shapes]],
+        dtype=dtype,
+    )
     if dtype == "float16":  # epsilon_1 underflows in Keras's float16 state
         assert np.isnan(keras_low[0]).all()
 
 
 # -- compiled training with model.fit --------------------------------------
 
+
 def tiny_model(seed=3, width=16):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((4,)),
-        keras.layers.Dense(width, activation="relu"),
-        keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(3),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(width, activation="relu"),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 def tiny_data(n=96):
@@ -234,10 +248,12 @@ def tiny_data(n=96):
 def fit_weights(optimizer, epochs=3, jit_compile="auto", policy=None):
     x, y = tiny_data()
     model = tiny_model()
-    model.compile(optimizer=optimizer, jit_compile=jit_compile,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False,
-                        verbose=0)
+    model.compile(
+        optimizer=optimizer,
+        jit_compile=jit_compile,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0)
     return model, history
 
 
@@ -249,10 +265,8 @@ def compiled():
 
 def test_compiled_fit_follows_keras_adafactor():
     # jit_compile=True: XLA on TensorFlow and JAX, torch.compile on PyTorch.
-    ours, _ = fit_weights(optimizer_adafactor(learning_rate=0.05),
-                          jit_compile=True)
-    theirs, _ = fit_weights(keras.optimizers.Adafactor(learning_rate=0.05),
-                            jit_compile=True)
+    ours, _ = fit_weights(optimizer_adafactor(learning_rate=0.05), jit_compile=True)
+    theirs, _ = fit_weights(keras.optimizers.Adafactor(learning_rate=0.05), jit_compile=True)
     assert_close(ours.get_weights(), theirs.get_weights(), rtol=1e-4, atol=1e-5)
 
 
@@ -260,8 +274,9 @@ def test_compiled_fit_follows_keras_adafactor():
 def test_mixed_precision_training_with_loss_scaling(policy):
     keras.mixed_precision.set_dtype_policy(policy)
     try:
-        model, history = fit_weights(optimizer_adafactor(learning_rate=0.05),
-                                     epochs=4, jit_compile=compiled())
+        model, history = fit_weights(
+            optimizer_adafactor(learning_rate=0.05), epochs=4, jit_compile=compiled()
+        )
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     if policy == "mixed_float16":
@@ -273,8 +288,10 @@ def test_mixed_precision_training_with_loss_scaling(policy):
 
 def compiled_model(seed=3, width=16, **kwargs):
     model = tiny_model(seed, width)
-    model.compile(optimizer=optimizer_adafactor(learning_rate=0.05, **kwargs),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=optimizer_adafactor(learning_rate=0.05, **kwargs),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
@@ -293,7 +310,7 @@ def test_saved_and_loaded_model_continues_exactly(tmp_path):
     loaded = save_and_load(resumed, tmp_path)
     assert isinstance(loaded.optimizer, Adafactor)
     loaded.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
-    for a, b in zip(loaded.get_weights(), straight.get_weights()):
+    for a, b in zip(loaded.get_weights(), straight.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -305,9 +322,8 @@ def test_saved_optimizer_state_includes_factors_iterations_and_ema(tmp_path):
     saved, restored = model.optimizer.variables, loaded.optimizer.variables
     assert len(restored) == len(saved) > 2 + 2 * 6  # iterations, lr, factors, EMA
     assert int(loaded.optimizer.iterations) == 6
-    for a, b in zip(restored, saved):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
-                                      keras.ops.convert_to_numpy(b))
+    for a, b in zip(restored, saved, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -324,14 +340,15 @@ def test_backup_and_restore_resumes_exactly_as_an_uninterrupted_run(tmp_path):
     backup = str(tmp_path / "backup")
     interrupted = compiled_model(use_ema=True)
     with pytest.raises(KeyboardInterrupt):
-        interrupted.fit(x, y, callbacks=[keras.callbacks.BackupAndRestore(backup),
-                                         Interrupt()], **fit)
+        interrupted.fit(
+            x, y, callbacks=[keras.callbacks.BackupAndRestore(backup), Interrupt()], **fit
+        )
     assert int(interrupted.optimizer.iterations) == 12
     # A different start: the restore must bring the weights and the state.
     resumed = compiled_model(seed=99, use_ema=True)
     resumed.fit(x, y, callbacks=[keras.callbacks.BackupAndRestore(backup)], **fit)
     assert int(resumed.optimizer.iterations) == int(straight.optimizer.iterations)
-    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+    for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -352,7 +369,10 @@ def unscaled_iris():
     """R's built-in iris data, unscaled, read through Rscript (no download)."""
     text = subprocess.run(
         ["Rscript", "-e", "write.csv(iris, stdout(), row.names = FALSE)"],
-        capture_output=True, text=True, check=True).stdout
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = list(csv.reader(io.StringIO(text)))[1:]
     x = np.array([[float(v) for v in row[:4]] for row in rows], "float32")
     species = sorted({row[4] for row in rows})
@@ -363,14 +383,19 @@ def unscaled_iris():
 def iris_fit(optimizer, data, epochs=40):
     x, y = data
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([
-        keras.Input((4,)),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(3),
-    ])
-    model.compile(optimizer=optimizer, metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+    model.compile(
+        optimizer=optimizer,
+        metrics=["accuracy"],
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     history = model.fit(x, y, batch_size=16, epochs=epochs, verbose=0)
     return model, history.history
 
@@ -385,13 +410,17 @@ def test_unscaled_iris_with_relu_trains_where_keras_adafactor_turns_nan(unscaled
 
 def test_an_unknown_rms_form_is_a_clear_error(monkeypatch):
     from adafactor import optimizer as module
+
     monkeypatch.setattr(module, "RMS_FORM", "direct")
-    with pytest.raises(ValueError, match="RMS_FORM must be one of 'auto', "
-                       "'fused', 'matvec'; got 'direct'"):
+    with pytest.raises(
+        ValueError, match="RMS_FORM must be one of 'auto', 'fused', 'matvec'; got 'direct'"
+    ):
         optimizer_adafactor().build([keras.Variable(np.zeros((3, 2)))])
 
 
 def test_every_rms_form_follows_keras(rms_form):
     kwargs = {"clip_threshold": 0.05}  # so that the clip is active
-    assert_close(run_eagerly(optimizer_adafactor(**kwargs)),
-                 run_eagerly(keras.optimizers.Adafactor(**kwargs)))
+    assert_close(
+        run_eagerly(optimizer_adafactor(**kwargs)),
+        run_eagerly(keras.optimizers.Adafactor(**kwargs)),
+    )

@@ -1,15 +1,13 @@
 """The additional arguments (R's `...`) against the independent numpy
 Adafactor, over many steps on rank 1, 2 and 3 variables, and their state."""
 
-
 import keras
 import numpy as np
 import pytest
 
 from adafactor import optimizer_adafactor
 from reference_adafactor import NumpyAdafactor
-from test_optimizer import (assert_close, gradient_sequence, initial_values,
-                            run_eagerly)
+from test_optimizer import assert_close, gradient_sequence, initial_values, run_eagerly
 
 pytestmark = pytest.mark.backend
 
@@ -20,15 +18,18 @@ OPTIONS = {
     "defaults": {},
     "scale_parameter": {"scale_parameter": False, "learning_rate": 0.01},
     "relative_step": {"relative_step": False, "learning_rate": 0.01},
-    "t5 fine-tuning": {"relative_step": False, "scale_parameter": False,
-                       "learning_rate": 1e-3},
+    "t5 fine-tuning": {"relative_step": False, "scale_parameter": False, "learning_rate": 1e-3},
     "warmup_init": {"warmup_init": True},
     "beta_1": {"beta_1": 0.9},
     "min_dim_size_to_factor": {"min_dim_size_to_factor": 5},
     "factored": {"factored": False},
-    "everything": {"beta_1": 0.5, "min_dim_size_to_factor": 6,
-                   "scale_parameter": False, "learning_rate": 0.02,
-                   "clip_threshold": 0.5},
+    "everything": {
+        "beta_1": 0.5,
+        "min_dim_size_to_factor": 6,
+        "scale_parameter": False,
+        "learning_rate": 0.02,
+        "clip_threshold": 0.5,
+    },
 }
 
 
@@ -66,19 +67,24 @@ def test_state_with_each_option():
     shapes = [(8, 6), (3, 200), (5,)]
     assert state_sizes(shapes) == [(8,), (6,), (3,), (200,), (5,)]
     assert state_sizes(shapes, factored=False) == [(8, 6), (3, 200), (5,)]
-    assert state_sizes(shapes, min_dim_size_to_factor=4) == [
-        (8,), (6,), (3, 200), (5,)]
+    assert state_sizes(shapes, min_dim_size_to_factor=4) == [(8,), (6,), (3, 200), (5,)]
     assert state_sizes(shapes, beta_1=0.9) == [
-        (8,), (6,), (8, 6), (3,), (200,), (3, 200), (5,), (5,)]
-    assert state_sizes(shapes, scale_parameter=False, warmup_init=True) == \
-        state_sizes(shapes)
+        (8,),
+        (6,),
+        (8, 6),
+        (3,),
+        (200,),
+        (3, 200),
+        (5,),
+        (5,),
+    ]
+    assert state_sizes(shapes, scale_parameter=False, warmup_init=True) == state_sizes(shapes)
 
 
 def test_momentum_is_kept_in_float32_for_half_precision_variables():
     optimizer = optimizer_adafactor(beta_1=0.9)
     optimizer.build([keras.Variable(np.zeros((4, 3)), dtype="float16")])
-    dtypes = {keras.backend.standardize_dtype(v.dtype)
-              for v in optimizer.variables[2:]}
+    dtypes = {keras.backend.standardize_dtype(v.dtype) for v in optimizer.variables[2:]}
     assert dtypes == {"float32"}
 
 
@@ -87,13 +93,16 @@ def test_t5_recipe_trains_a_model():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 8)).astype("float32")
     y = (x @ rng.normal(size=(8,)) > 0).astype("int32")
-    model = keras.Sequential([keras.Input((8,)),
-                              keras.layers.Dense(32, activation="relu"),
-                              keras.layers.Dense(2)])
-    model.compile(optimizer=optimizer_adafactor(
-        learning_rate=1e-3, relative_step=False, scale_parameter=False),
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(2)]
+    )
+    model.compile(
+        optimizer=optimizer_adafactor(
+            learning_rate=1e-3, relative_step=False, scale_parameter=False
+        ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
+        metrics=["accuracy"],
+    )
     history = model.fit(x, y, epochs=15, batch_size=32, verbose=0)
     assert history.history["loss"][-1] < 0.6 * history.history["loss"][0]
     assert history.history["accuracy"][-1] > 0.9

@@ -2,6 +2,7 @@
 and no exact pins in what a user installs."""
 
 import re
+
 import tomllib
 
 import adafactor
@@ -24,7 +25,8 @@ def test_r_and_python_versions_agree():
 def test_dependencies_are_ranges_without_a_backend():
     project = pyproject()
     requirements = project["dependencies"] + [
-        r for extra in project["optional-dependencies"].values() for r in extra]
+        r for extra in project["optional-dependencies"].values() for r in extra
+    ]
     assert not [r for r in requirements if "==" in r]
     names = {re.split(r"[<>=!~\[]", r)[0] for r in project["dependencies"]}
     assert names == {"keras", "numpy"}
@@ -37,9 +39,11 @@ def test_the_r_package_states_the_python_keras_floor():
 
 
 def test_lowest_constraints_are_the_declared_floors():
-    pins = dict(line.split("==") for line in
-                (ROOT / "constraints" / "lowest.txt").read_text().splitlines()
-                if "==" in line)
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "constraints" / "lowest.txt").read_text().splitlines()
+        if "==" in line
+    )
     pins = {name.lower().replace("_", "-"): version for name, version in pins.items()}
     for requirement in pyproject()["dependencies"]:
         name, floor = requirement.split(">=")

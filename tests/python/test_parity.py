@@ -14,37 +14,69 @@ SCHEDULE_R = "learning_rate_schedule_exponential_decay(0.1, 10, 0.5)"
 # R call -> the same arguments in Python.
 GRID = {
     "defaults": ("optimizer_adafactor()", {}),
-    "NULLs": ("optimizer_adafactor(weight_decay = NULL, clipnorm = NULL, "
-              "ema_overwrite_frequency = NULL, loss_scale_factor = NULL, "
-              "gradient_accumulation_steps = NULL)", {}),
-    "R integers": ("optimizer_adafactor(learning_rate = 1L, use_ema = TRUE, "
-                   "ema_overwrite_frequency = 10L, gradient_accumulation_steps = 2L)",
-                   dict(learning_rate=1.0, use_ema=True,
-                        ema_overwrite_frequency=10, gradient_accumulation_steps=2)),
-    "R doubles": ("optimizer_adafactor(use_ema = TRUE, ema_overwrite_frequency = 10, "
-                  "gradient_accumulation_steps = 4)",
-                  dict(use_ema=True, ema_overwrite_frequency=10,
-                       gradient_accumulation_steps=4)),
-    "positional": ("optimizer_adafactor(0.01, -0.5, 1e-20)",
-                   dict(learning_rate=0.01, beta_2_decay=-0.5, epsilon_1=1e-20)),
+    "NULLs": (
+        "optimizer_adafactor(weight_decay = NULL, clipnorm = NULL, "
+        "ema_overwrite_frequency = NULL, loss_scale_factor = NULL, "
+        "gradient_accumulation_steps = NULL)",
+        {},
+    ),
+    "R integers": (
+        "optimizer_adafactor(learning_rate = 1L, use_ema = TRUE, "
+        "ema_overwrite_frequency = 10L, gradient_accumulation_steps = 2L)",
+        dict(
+            learning_rate=1.0,
+            use_ema=True,
+            ema_overwrite_frequency=10,
+            gradient_accumulation_steps=2,
+        ),
+    ),
+    "R doubles": (
+        "optimizer_adafactor(use_ema = TRUE, ema_overwrite_frequency = 10, "
+        "gradient_accumulation_steps = 4)",
+        dict(use_ema=True, ema_overwrite_frequency=10, gradient_accumulation_steps=4),
+    ),
+    "positional": (
+        "optimizer_adafactor(0.01, -0.5, 1e-20)",
+        dict(learning_rate=0.01, beta_2_decay=-0.5, epsilon_1=1e-20),
+    ),
     "every argument": (
         "optimizer_adafactor(learning_rate = 0.02, beta_2_decay = -0.6, "
         "epsilon_1 = 1e-25, epsilon_2 = 0.002, clip_threshold = 2, "
         "relative_step = FALSE, weight_decay = 0.01, global_clipnorm = 1.5, "
         "use_ema = TRUE, ema_momentum = 0.95, ema_overwrite_frequency = 7, "
         "name = 'from_r', loss_scale_factor = 128, gradient_accumulation_steps = 3)",
-        dict(learning_rate=0.02, beta_2_decay=-0.6, epsilon_1=1e-25,
-             epsilon_2=0.002, clip_threshold=2.0, relative_step=False,
-             weight_decay=0.01, global_clipnorm=1.5, use_ema=True,
-             ema_momentum=0.95, ema_overwrite_frequency=7, name="from_r",
-             loss_scale_factor=128.0, gradient_accumulation_steps=3)),
-    "... extras": ("optimizer_adafactor(scale_parameter = FALSE, beta_1 = 0.9, "
-                   "factored = FALSE, min_dim_size_to_factor = 32, clipvalue = 0.5)",
-                   dict(scale_parameter=False, beta_1=0.9, factored=False,
-                        min_dim_size_to_factor=32, clipvalue=0.5)),
-    "schedule": (f"optimizer_adafactor(learning_rate = {SCHEDULE_R})",
-                 dict(learning_rate=keras.optimizers.schedules.ExponentialDecay(
-                     0.1, 10, 0.5))),
+        dict(
+            learning_rate=0.02,
+            beta_2_decay=-0.6,
+            epsilon_1=1e-25,
+            epsilon_2=0.002,
+            clip_threshold=2.0,
+            relative_step=False,
+            weight_decay=0.01,
+            global_clipnorm=1.5,
+            use_ema=True,
+            ema_momentum=0.95,
+            ema_overwrite_frequency=7,
+            name="from_r",
+            loss_scale_factor=128.0,
+            gradient_accumulation_steps=3,
+        ),
+    ),
+    "... extras": (
+        "optimizer_adafactor(scale_parameter = FALSE, beta_1 = 0.9, "
+        "factored = FALSE, min_dim_size_to_factor = 32, clipvalue = 0.5)",
+        dict(
+            scale_parameter=False,
+            beta_1=0.9,
+            factored=False,
+            min_dim_size_to_factor=32,
+            clipvalue=0.5,
+        ),
+    ),
+    "schedule": (
+        f"optimizer_adafactor(learning_rate = {SCHEDULE_R})",
+        dict(learning_rate=keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)),
+    ),
 }
 
 
@@ -59,29 +91,33 @@ def test_r_made_optimizer_has_the_python_config(case):
     assert r(f"{r_call}$get_config()") == expected
 
 
-@pytest.mark.parametrize("r_value,python_kwargs", [
-    ("clip_threshold = 0", dict(clip_threshold=0.0)),
-    ("beta_2_decay = 0.5", dict(beta_2_decay=0.5)),
-    ("relative_step = 'yes'", dict(relative_step="yes")),
-    ("ema_overwrite_frequency = 2.5", dict(ema_overwrite_frequency=2.5)),
-    ("clipnorm = 1, clipvalue = 1", dict(clipnorm=1.0, clipvalue=1.0)),
-    ("bogus = 1", dict(bogus=1.0)),
-])
+@pytest.mark.parametrize(
+    "r_value,python_kwargs",
+    [
+        ("clip_threshold = 0", dict(clip_threshold=0.0)),
+        ("beta_2_decay = 0.5", dict(beta_2_decay=0.5)),
+        ("relative_step = 'yes'", dict(relative_step="yes")),
+        ("ema_overwrite_frequency = 2.5", dict(ema_overwrite_frequency=2.5)),
+        ("clipnorm = 1, clipvalue = 1", dict(clipnorm=1.0, clipvalue=1.0)),
+        ("bogus = 1", dict(bogus=1.0)),
+    ],
+)
 def test_r_errors_carry_the_python_message(r_value, python_kwargs):
     with pytest.raises(ValueError) as python_error:
         optimizer_adafactor(**python_kwargs)
-    r_message = r(f"tryCatch(optimizer_adafactor({r_value}), "
-                  "adafactor_error = conditionMessage)")
+    r_message = r(f"tryCatch(optimizer_adafactor({r_value}), adafactor_error = conditionMessage)")
     assert r_message == str(python_error.value)
 
 
 def fixed_model():
     keras.utils.set_random_seed(11)
-    return keras.Sequential([
-        keras.Input((5,)),
-        keras.layers.Dense(12, activation="relu"),
-        keras.layers.Dense(3),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(12, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 def train(optimizer, steps=30):
@@ -89,22 +125,27 @@ def train(optimizer, steps=30):
     x = rng.normal(size=(steps * 8, 5)).astype("float32")
     y = rng.integers(0, 3, size=steps * 8)
     model = fixed_model()
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert int(optimizer.iterations) == steps
     return model.get_weights()
 
 
 def test_training_with_the_r_made_optimizer_is_bit_for_bit_the_same():
-    r_call = ("optimizer_adafactor(learning_rate = 0.05, clipnorm = 1, "
-              "use_ema = TRUE, ema_overwrite_frequency = 5L, beta_1 = 0)")
+    r_call = (
+        "optimizer_adafactor(learning_rate = 0.05, clipnorm = 1, "
+        "use_ema = TRUE, ema_overwrite_frequency = 5L, beta_1 = 0)"
+    )
     from_r = train(r(r_call))
-    from_python = train(optimizer_adafactor(
-        learning_rate=0.05, clipnorm=1.0, use_ema=True,
-        ema_overwrite_frequency=5, beta_1=0.0))
+    from_python = train(
+        optimizer_adafactor(
+            learning_rate=0.05, clipnorm=1.0, use_ema=True, ema_overwrite_frequency=5, beta_1=0.0
+        )
+    )
     initial = fixed_model().get_weights()
     assert not np.array_equal(from_r[0], initial[0])
-    for a, b in zip(from_r, from_python):
+    for a, b in zip(from_r, from_python, strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)

@@ -2,6 +2,7 @@
 (the device count is fixed when the backend starts)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,23 +14,35 @@ HERE = Path(__file__).resolve().parent / "scale_out"
 
 
 def run_script(name, *args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    result = subprocess.run([sys.executable, str(HERE / name), *args], env=env,
-                            capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    )
+    result = subprocess.run(
+        [sys.executable, str(HERE / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    line = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    line = [out for out in result.stdout.splitlines() if out.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
 
 
 def assert_trains(losses):
-    assert all(l == l for l in losses) and losses[-1] < losses[0]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("backend,script", [
-    ("tensorflow", ("tf_mirrored.py",)),          # MirroredStrategy
-    ("jax", ("jax_distributed.py", "data")),       # DataParallel
-])
+@pytest.mark.parametrize(
+    "backend,script",
+    [
+        ("tensorflow", ("tf_mirrored.py",)),  # MirroredStrategy
+        ("jax", ("jax_distributed.py", "data")),  # DataParallel
+    ],
+)
 def test_data_parallel_on_two_cpu_devices_matches_one_device(backend, script):
     pytest.importorskip(backend, reason=f"the {backend} backend is optional")
     result = run_script(*script)

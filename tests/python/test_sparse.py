@@ -13,17 +13,21 @@ from adafactor import Adafactor, optimizer_adafactor
 
 pytestmark = [
     pytest.mark.backend,
-    pytest.mark.skipif(not keras.src.backend.SUPPORTS_SPARSE_TENSORS,
-                       reason="this Keras backend makes no sparse gradients"),
+    pytest.mark.skipif(
+        not keras.src.backend.SUPPORTS_SPARSE_TENSORS,
+        reason="this Keras backend makes no sparse gradients",
+    ),
 ]
 
 
 # -- Keras's suite: keras/src/optimizers/optimizer_sparse_test.py -----------
 
+
 def keras_suite():
     return pytest.importorskip(
         "keras.src.optimizers.optimizer_sparse_test",
-        reason="this keras wheel does not ship its sparse-optimizer suite")
+        reason="this keras wheel does not ship its sparse-optimizer suite",
+    )
 
 
 def keras_adafactor_case():
@@ -40,16 +44,19 @@ def our_cases():
     it decays in every row, as with the dense gradient."""
     keras_case = keras_adafactor_case()
     kwargs = keras_case.get("init_kwargs", {})
-    base = {"expect_model_sparse_variable_updates":
-            keras_case["expect_model_sparse_variable_updates"]}
+    base = {
+        "expect_model_sparse_variable_updates": keras_case["expect_model_sparse_variable_updates"]
+    }
     return {
         "class": dict(base, optimizer_class=lambda: Adafactor(**kwargs)),
         "factory": dict(base, optimizer_class=lambda: optimizer_adafactor(**kwargs)),
-        "unfactored": dict(base, optimizer_class=lambda: optimizer_adafactor(
-            factored=False, **kwargs)),
-        "beta_1": dict(expect_model_sparse_variable_updates=False,
-                       optimizer_class=lambda: optimizer_adafactor(
-                           beta_1=0.9, **kwargs)),
+        "unfactored": dict(
+            base, optimizer_class=lambda: optimizer_adafactor(factored=False, **kwargs)
+        ),
+        "beta_1": dict(
+            expect_model_sparse_variable_updates=False,
+            optimizer_class=lambda: optimizer_adafactor(beta_1=0.9, **kwargs),
+        ),
     }
 
 
@@ -74,14 +81,18 @@ def test_keras_expects_a_sparse_model_update_from_adafactor():
 
 # -- our checks -------------------------------------------------------------
 
+
 def row_sparse(values, indices, shape):
     """A row-sparse gradient of this backend (repeated indices allowed)."""
     values = np.asarray(values, "float32")
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
-        return tf.IndexedSlices(tf.constant(values), tf.constant(indices, tf.int64),
-                                tf.constant(shape, tf.int64))
+
+        return tf.IndexedSlices(
+            tf.constant(values), tf.constant(indices, tf.int64), tf.constant(shape, tf.int64)
+        )
     from jax.experimental import sparse
+
     return sparse.BCOO((values, np.asarray(indices)[:, None]), shape=shape)
 
 
@@ -92,8 +103,7 @@ def dense(values, indices, shape):
 
 
 def train(optimizer, shape, batches, sparse):
-    variable = keras.Variable(np.random.default_rng(0).normal(size=shape)
-                              .astype("float32"))
+    variable = keras.Variable(np.random.default_rng(0).normal(size=shape).astype("float32"))
     for values, indices in batches:
         grad = (row_sparse if sparse else dense)(values, indices, shape)
         optimizer.apply([grad], [variable])
@@ -134,8 +144,7 @@ def test_only_the_rows_looked_up_change(option):
     shape = (20, 6)
     before = train(optimizer_adafactor(**OPTIONS[option]), shape, [], sparse=True)
     values = np.ones((3, 6))
-    after = train(optimizer_adafactor(**OPTIONS[option]), shape,
-                  [(values, [2, 7, 2])], sparse=True)
+    after = train(optimizer_adafactor(**OPTIONS[option]), shape, [(values, [2, 7, 2])], sparse=True)
     changed = np.flatnonzero(np.any(after != before, axis=1))
     assert changed.tolist() == [2, 7]
 

@@ -41,7 +41,8 @@ test_that("R integers and whole doubles are coerced where Keras needs it", {
   skip_without_python()
   expect_identical(optimizer_adafactor(learning_rate = 1L)$get_config()$learning_rate, 1)
   expect_identical(
-    optimizer_adafactor(use_ema = TRUE, ema_overwrite_frequency = 5L)$get_config()$ema_overwrite_frequency,
+    optimizer_adafactor(use_ema = TRUE,
+                        ema_overwrite_frequency = 5L)$get_config()$ema_overwrite_frequency,
     5L)
   expect_identical(
     optimizer_adafactor(gradient_accumulation_steps = 4)$get_config()$gradient_accumulation_steps,

@@ -28,7 +28,8 @@ from adafactor import optimizer_adafactor
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
                           keras.layers.Dense(3)])
 optimizer = optimizer_adafactor(learning_rate=0.01)
-model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+model.compile(optimizer=optimizer, loss=loss)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 4)).astype("float32")
 history = model.fit(x, (x[:, 0] > 0).astype("int32"), epochs=5, verbose=0)
@@ -39,14 +40,14 @@ print(json.dumps({"backend": keras.backend.backend(), "loss": history.history["l
 
 
 def run(*command, **kwargs):
-    return subprocess.run(command, check=True, capture_output=True, text=True,
-                          **kwargs).stdout
+    return subprocess.run(command, check=True, capture_output=True, text=True, **kwargs).stdout
 
 
 def installed(python):
     """{name: version} of every package in the environment."""
-    listing = json.loads(run(python, "-m", "pip", "list", "--format=json",
-                             "--disable-pip-version-check"))
+    listing = json.loads(
+        run(python, "-m", "pip", "list", "--format=json", "--disable-pip-version-check")
+    )
     return {p["name"].lower().replace("_", "-"): p["version"] for p in listing}
 
 
@@ -55,20 +56,21 @@ def test_pip_install_changes_nothing_and_trains(backend, tmp_path):
     home = tmp_path / "venv"
     venv.create(home, with_pip=True)
     python = str(home / "bin" / "python")
-    run(python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-        *USER_STACKS[backend])
+    run(python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *USER_STACKS[backend])
     before = installed(python)
 
-    run(python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-        str(ROOT))
+    run(python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(ROOT))
     after = installed(python)
 
-    assert after.pop("adafactor") == run(
-        sys.executable, "-c", "import adafactor; print(adafactor.__version__)").strip()
+    assert (
+        after.pop("adafactor")
+        == run(sys.executable, "-c", "import adafactor; print(adafactor.__version__)").strip()
+    )
     assert after == before
     assert int(before["numpy"].split(".")[0]) >= 2  # today's NumPy
-    result = json.loads(run(python, "-c", TRAIN, cwd=tmp_path,
-                            env=dict(os.environ, KERAS_BACKEND=backend)))
+    result = json.loads(
+        run(python, "-c", TRAIN, cwd=tmp_path, env=dict(os.environ, KERAS_BACKEND=backend))
+    )
     assert result["backend"] == backend
     assert all(math.isfinite(loss) for loss in result["loss"])
     assert result["loss"][-1] < result["loss"][0]

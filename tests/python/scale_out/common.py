@@ -16,24 +16,30 @@ def data(n=128):
 
 def build_model(keras):
     keras.utils.set_random_seed(4)
-    return keras.Sequential([
-        keras.Input((32,)),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(2),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((32,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(2),
+        ]
+    )
 
 
 def train(keras, optimizer_adafactor):
     x, y = data()
     model = build_model(keras)
-    model.compile(optimizer=optimizer_adafactor(learning_rate=0.05),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=optimizer_adafactor(learning_rate=0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     history = model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
     return model, history.history["loss"]
 
 
 def max_difference(a, b):
-    return float(max(np.abs(np.asarray(u) - np.asarray(v)).max() for u, v in zip(a, b)))
+    return float(
+        max(np.abs(np.asarray(u) - np.asarray(v)).max() for u, v in zip(a, b, strict=True))
+    )
 
 
 def report(**values):
