@@ -121,6 +121,12 @@
 #'   Rates with Sublinear Memory Cost. \doi{10.48550/arXiv.1804.04235}
 #'   (arXiv:1804.04235).
 #'
+#' @seealso Keras's own Adafactor, with its full-size state:
+#'   [keras3::optimizer_adafactor()]. Other optimizers:
+#'   [keras3::optimizer_adam()], [keras3::optimizer_adam_w()],
+#'   [keras3::optimizer_lion()], [keras3::optimizer_rmsprop()],
+#'   [keras3::optimizer_sgd()].
+#'
 #' @examples
 #' if (adafactor_available()) {
 #'   model <- keras_model_sequential(input_shape = 4) |>

@@ -1,0 +1,61 @@
+# The reference page of optimizer_adafactor() as a reader sees it: the built
+# site (make site) opened offline in headless Chromium, its screenshot and
+# the page it rendered.
+
+site <- Sys.getenv("ADAFACTOR_SITE", file.path("..", "..", "docs"))
+page <- normalizePath(file.path(site, "reference", "optimizer_adafactor.html"))
+
+chromium <- function(...) {
+  profile <- tempfile("chromium-")
+  # No background networking: this machine has no network to reach.
+  flags <- c("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync",
+             paste0("--user-data-dir=", profile), "--window-size=1280,2400")
+  output <- system2("chromium", c(flags, ..., paste0("file://", page)),
+                    stdout = TRUE, stderr = FALSE)
+  unlink(profile, recursive = TRUE)
+  output
+}
+
+rendered <- xml2::read_html(paste(chromium("--dump-dom"), collapse = "\n"))
+text_of <- function(xpath) xml2::xml_text(xml2::xml_find_all(rendered, xpath))
+
+test_that("the page renders styled, with the CSS the site ships", {
+  screenshot <- tempfile(fileext = ".png")
+  chromium(paste0("--screenshot=", screenshot))
+  image <- png::readPNG(screenshot)
+  expect_identical(dim(image)[1:2], c(2400L, 1280L))
+  # Bootstrap 5's navbar paints the top of the page; unstyled, it is white.
+  navbar <- image[1:50, , 1:3]
+  white <- mean(apply(navbar, c(1, 2), function(pixel) all(pixel > 0.999)))
+  expect_lt(white, 0.5)
+  css <- xml2::xml_attr(xml2::xml_find_all(rendered, "//link[@rel='stylesheet']"), "href")
+  bootstrap <- grep("bootstrap", css, value = TRUE)
+  expect_length(bootstrap, 1L)
+  expect_false(grepl("^https?:", bootstrap))
+  expect_true(file.exists(file.path(dirname(page), bootstrap)))
+})
+
+test_that("the page shows the Usage block and every argument", {
+  usage <- text_of("//h2[.='Usage']/following-sibling::*[1]")
+  expect_match(usage, "optimizer_adafactor(", fixed = TRUE)
+  arguments <- setdiff(names(formals(adafactor::optimizer_adafactor)), "...")
+  expect_length(arguments, 16L)
+  shown <- trimws(text_of("//h2[.='Arguments']/following-sibling::dl/dt"))
+  for (argument in arguments) {
+    expect_match(usage, paste0(argument, " = "), fixed = TRUE, label = argument)
+    expect_true(argument %in% shown, label = argument)
+  }
+})
+
+test_that("the page has the reference page's sections and this package's own", {
+  headings <- trimws(text_of("//main//h2"))
+  for (section in c("Usage", "Arguments", "Value", "References", "See also",
+                    "Memory and differences from Keras 3.15",
+                    "Masking keras3's optimizer_adafactor()",
+                    "Sparse gradients", "Additional arguments (...)",
+                    "Examples")) {
+    expect_true(section %in% headings, label = section)
+  }
+})
