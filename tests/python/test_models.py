@@ -31,31 +31,29 @@ def embedding_classifier():
     return keras.Model(tokens, head(features))
 
 
+# A small configuration both keras_hub backbones take; random weights.
+SMALL = dict(
+    vocabulary_size=VOCABULARY,
+    num_layers=2,
+    num_heads=2,
+    hidden_dim=64,
+    intermediate_dim=128,
+    dropout=0.0,
+)
+
+
+def keras_hub_models():
+    return pytest.importorskip("keras_hub", reason="keras-hub is not installed").models
+
+
 def t5():
-    keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed")
-    backbone = keras_hub.models.T5Backbone(
-        vocabulary_size=VOCABULARY,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=64,
-        intermediate_dim=128,
-        dropout=0.0,
-    )
+    backbone = keras_hub_models().T5Backbone(**SMALL)
     outputs = backbone(backbone.input)["decoder_sequence_output"]
     return keras.Model(backbone.input, head(outputs))
 
 
 def gpt2():
-    keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed")
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=VOCABULARY,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=64,
-        intermediate_dim=128,
-        dropout=0.0,
-        max_sequence_length=SEQUENCE,
-    )
+    backbone = keras_hub_models().GPT2Backbone(**SMALL, max_sequence_length=SEQUENCE)
     return keras.Model(backbone.input, head(backbone(backbone.input)))
 
 

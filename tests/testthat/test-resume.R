@@ -5,6 +5,15 @@ resume_model <- function(seed = 1) {
   iris_model(optimizer_adafactor(learning_rate = 0.05, use_ema = TRUE), seed)
 }
 
+# A model trained two epochs and saved: list(model, path).
+saved_model <- function() {
+  model <- resume_model()
+  fit_iris(model, epochs = 2)
+  path <- tempfile(fileext = ".keras")
+  save_model(model, path)
+  list(model = model, path = path)
+}
+
 optimizer_state <- function(model) {
   scalars_as_vectors(lapply(model$optimizer$variables, function(v) v$numpy()))
 }
@@ -36,10 +45,9 @@ test_that("callback_backup_and_restore() resumes exactly as an uninterrupted run
 
 test_that("save_model(), then load_model() in a fresh session, continues bit for bit", {
   skip_without_python()
-  model <- resume_model()
-  fit_iris(model, epochs = 2)
-  path <- tempfile(fileext = ".keras")
-  save_model(model, path)
+  saved <- saved_model()
+  model <- saved$model
+  path <- saved$path
   fit_iris(model, epochs = 2)
 
   fresh <- run_r_value(sprintf(paste(
@@ -71,18 +79,15 @@ read_npz <- function(path) {
 
 test_that("a model saved from R loads in Python with its optimizer state", {
   skip_without_python()
-  model <- resume_model()
-  fit_iris(model, epochs = 2)
-  path <- tempfile(fileext = ".keras")
-  save_model(model, path)
+  saved <- saved_model()
   state <- tempfile(fileext = ".npz")
   run_python(paste(
     "import sys, keras, numpy as np, adafactor",
     "model = keras.saving.load_model(sys.argv[1])",
     "assert isinstance(model.optimizer, adafactor.Adafactor), type(model.optimizer)",
     "np.savez(sys.argv[2], *[v.numpy() for v in model.optimizer.variables])",
-    sep = "\n"), path, state)
-  expect_identical(read_npz(state), optimizer_state(model))
+    sep = "\n"), saved$path, state)
+  expect_identical(read_npz(state), optimizer_state(saved$model))
 })
 
 test_that("a model saved from Python loads in R with its optimizer state", {
