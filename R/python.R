@@ -17,8 +17,9 @@ imported <- new.env(parent = emptyenv())
   # model saved with optimizer_adafactor() loads in a fresh session: the
   # import registers the Adafactor class with Keras. Tied to keras rather
   # than to Python's start, since the module imports keras itself, and a
-  # Python without keras is then never touched.
-  reticulate::py_register_load_hook("keras", import_adafactor)
+  # Python without keras is then never touched. (nocov: .onLoad runs before
+  # covr starts counting.)
+  reticulate::py_register_load_hook("keras", import_adafactor) # nocov
 }
 
 # The folder holding the shipped Python package.
@@ -91,7 +92,7 @@ python_error_message <- function(e) {
   if (!is.null(last) && grepl(last$value, message, fixed = TRUE)) {
     return(last$value)
   }
-  trimws(message)
+  trimws(message) # nocov: reticulate puts the Python error's text in every condition it raises
 }
 
 adafactor_stop <- function(message) {

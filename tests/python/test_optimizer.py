@@ -69,6 +69,15 @@ def test_state_is_factored_over_the_last_two_dimensions():
     assert state_shapes(optimizer_adafactor(), SHAPES) == [(7,), (6,), (5,), (3, 4), (3, 5), ()]
 
 
+def test_building_again_keeps_the_state():
+    optimizer = optimizer_adafactor()
+    variables = [keras.Variable(np.zeros(s, "float32")) for s in SHAPES]
+    optimizer.build(variables)
+    state = list(optimizer.variables)
+    optimizer.build(variables)
+    assert optimizer.variables == state
+
+
 def test_state_is_n_plus_m_numbers_and_nothing_full_size():
     optimizer = optimizer_adafactor()
     shape = (64, 48)

@@ -155,3 +155,21 @@ def test_momentum_moves_rows_not_looked_up():
     once = train(optimizer_adafactor(beta_1=0.9), shape, steps[:1], sparse=True)
     twice = train(optimizer_adafactor(beta_1=0.9), shape, steps, sparse=True)
     assert np.all(twice[[2, 7]] != once[[2, 7]])  # momentum, not in batch 2
+
+
+def test_an_element_sparse_gradient_gives_the_dense_result():
+    # Not row-sparse (each entry its own index): handled as the dense gradient.
+    if keras.backend.backend() != "jax":
+        pytest.skip("only JAX has element-sparse gradients (BCOO); TensorFlow's are rows")
+    from jax.experimental import sparse
+
+    dense_grad = np.zeros((6, 4), "float32")
+    dense_grad[1, 2], dense_grad[4, 0] = 0.5, -2.0
+    element_sparse = sparse.BCOO.fromdense(dense_grad)
+    assert element_sparse.n_sparse == 2
+    shape = dense_grad.shape
+    got = keras.Variable(np.ones(shape, "float32"))
+    want = keras.Variable(np.ones(shape, "float32"))
+    optimizer_adafactor().apply([element_sparse], [got])
+    optimizer_adafactor().apply([dense_grad], [want])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want))

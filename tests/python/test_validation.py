@@ -60,6 +60,8 @@ def test_at_most_one_clipping_argument():
 def test_legitimate_values_keras_rejects_are_accepted():
     assert optimizer_adafactor(learning_rate=1).get_config()["learning_rate"] == 1.0
     assert optimizer_adafactor(learning_rate=np.float32(0.5)).get_config()["learning_rate"] == 0.5
+    # A 0-d array, as reticulate hands over an R array of length 1.
+    assert optimizer_adafactor(clip_threshold=np.array(2.0)).get_config()["clip_threshold"] == 2.0
     assert (
         optimizer_adafactor(ema_momentum=1, epsilon_1=0, epsilon_2=0, learning_rate=0).get_config()[
             "ema_momentum"
