@@ -126,12 +126,12 @@ test-r: setup
 # Python (the three backends of test-python combined) and R (test-r) line
 # coverage; fails below the floors.
 coverage: test-python test-r
-	$(PY) -m coverage combine -q --keep
+	$(PY) -m coverage combine -q
 	$(PY) -m coverage report --fail-under=$(PYTHON_COVERAGE_FLOOR)
-	Rscript -e 'coverage <- readRDS(".stamps/r-coverage.rds"); print(coverage); \
-	  percent <- covr::percent_coverage(coverage); \
-	  cat(sprintf("R line coverage: %.1f%% (floor $(R_COVERAGE_FLOOR)%%)\n", percent)); \
-	  quit(status = percent < $(R_COVERAGE_FLOOR))'
+	Rscript -e 'library(covr); coverage <- readRDS(".stamps/r-coverage.rds"); print(coverage)' \
+	  -e 'percent <- covr::percent_coverage(coverage)' \
+	  -e 'cat(sprintf("R line coverage: %.1f%% (floor $(R_COVERAGE_FLOOR)%%)\n", percent))' \
+	  -e 'quit(status = percent < $(R_COVERAGE_FLOOR))'
 
 # rpy2 and reticulate in one Python process (the test environment's).
 test-parity: setup
