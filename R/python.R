@@ -28,7 +28,7 @@ python_sources <- function() {
 }
 
 # Import the shipped module into the running Python; never an error here
-# (this runs inside reticulate's start-up hook), the reason is kept instead.
+# (this runs inside reticulate's keras load hook), the reason is kept instead.
 import_adafactor <- function() {
   if (is.null(imported$module)) {
     imported$module <- tryCatch(
