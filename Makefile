@@ -46,7 +46,7 @@ PYTHON_COVERAGE_FLOOR := 95
 R_COVERAGE_FLOOR := 90
 
 .PHONY: demo test lint coverage site test-python test-lowest test-user-env \
-  test-r test-parity test-site check bench setup document clean
+  test-r test-parity test-site check bench mutants setup document clean
 demo: setup
 	cd demo && Rscript iris.R
 
@@ -155,6 +155,10 @@ test-site: site
 bench: setup
 	KERAS_BACKEND=tensorflow $(PY) bench/bench.py
 	KERAS_BACKEND=jax $(PY) bench/bench.py
+
+# Planted defects: the tests must catch each one (slow, so not in `test`).
+mutants: setup
+	$(PY) tests/mutants.py
 
 clean:
 	rm -rf .stamps inst/python adafactor.Rcheck $(TARBALL) docs .coverage*

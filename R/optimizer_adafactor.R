@@ -209,19 +209,3 @@ deparse_value <- function(value) {
 }
 
 `%||%` <- function(x, y) if (is.null(x)) y else x
-
-#' Is the Python side of adafactor available?
-#'
-#' `TRUE` when reticulate finds a Python with the `adafactor` Python package
-#' (and so keras and tensorflow); `FALSE` otherwise, without an error.
-#'
-#' @returns `TRUE` or `FALSE`.
-#' @examples
-#' adafactor_available()
-#' @export
-adafactor_available <- function() {
-  isTRUE(tryCatch(
-    reticulate::py_module_available("adafactor"),
-    error = function(e) FALSE
-  ))
-}

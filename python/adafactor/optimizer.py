@@ -54,12 +54,19 @@ _OWN_ARGUMENTS = (
 def _limits(dtype) -> tuple[float, float]:
     """The floor and the cap of second-moment values. The floor (the smallest
     normal number) keeps epsilon_1 = 0 from dividing by zero; the cap, its
-    inverse, keeps a gradient whose square overflows (|g| > ~1e19 in float32)
-    finite: its step is then clipped towards zero instead of turning NaN. Both
-    keep 1 / v a normal number (CPUs flush subnormals to zero, and inf * 0 is
-    NaN)."""
+    inverse, keeps sums of squares that overflow finite. Both keep 1 / v a
+    normal number (CPUs flush subnormals to zero, and inf * 0 is NaN)."""
     tiny = float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
     return tiny, 1 / tiny
+
+
+def _largest_gradient(dtype) -> float:
+    """The largest gradient entry kept as it is: its square is at most the
+    cap. A larger one (|g| > ~9e18 in float32) is clipped to it, so that its
+    square stays finite and the step equals the one the same direction gets
+    from smaller gradients (Adafactor's step does not depend on the
+    gradient's scale), where an infinite square would clip it to zero."""
+    return math.sqrt(_limits(dtype)[1])
 
 
 def _rms_form(variable) -> str:
@@ -85,6 +92,12 @@ def _on_accelerator(variable) -> bool:
     import tensorflow as tf  # places ops on a GPU whenever one is visible
 
     return bool(tf.config.list_logical_devices("GPU"))
+
+
+def _clip_finite(gradient, largest):
+    """`gradient` with finite entries clipped to +-`largest`; an infinite
+    entry stays infinite and poisons the variable, as in Keras's Adam."""
+    return ops.where(ops.isfinite(gradient), ops.clip(gradient, -largest, largest), gradient)
 
 
 @keras.saving.register_keras_serializable(package="adafactor")
@@ -291,7 +304,7 @@ class Adafactor(keras.optimizers.Optimizer):
         dtype = self._state_dtype(variable)
         shape = tuple(variable.shape)
         rows, gradient = split_rows(gradient)
-        gradient = ops.cast(gradient, dtype)
+        gradient = _clip_finite(ops.cast(gradient, dtype), _largest_gradient(dtype))
         step = ops.cast(self.iterations + 1, dtype)
         decay = 1 - ops.power(step, self.beta_2_decay)
         grad_square = ops.square(gradient)

@@ -53,22 +53,95 @@ def test_returns_a_keras_optimizer_whose_config_carries_every_argument():
             assert_same_default(config[name], r_default_to_python(default), name)
 
 
-def test_config_round_trips():
-    opt = optimizer_adafactor(
-        learning_rate=0.02,
-        relative_step=False,
-        clipnorm=2.0,
+# Every argument away from its default (learning rates exact in float32);
+# `warmup_init` needs `relative_step`, and one clip at a time, hence three.
+NON_DEFAULT = [
+    dict(
+        learning_rate=0.25,
+        beta_2_decay=-0.6,
+        epsilon_1=1e-25,
+        epsilon_2=0.002,
+        clip_threshold=2.0,
+        weight_decay=0.01,
+        clipnorm=1.5,
         use_ema=True,
-        ema_overwrite_frequency=5,
+        ema_momentum=0.95,
+        ema_overwrite_frequency=7,
         name="mine",
+        loss_scale_factor=128.0,
         gradient_accumulation_steps=3,
+        scale_parameter=False,
+        warmup_init=True,
         beta_1=0.9,
-    )
+        min_dim_size_to_factor=32,
+        factored=False,
+    ),
+    dict(relative_step=False, clipvalue=0.5),
+    dict(global_clipnorm=0.75),
+]
+
+# What get_config() must hold: every argument, written out (a key lost or a
+# value changed on the way fails).
+DEFAULT_CONFIG = dict(
+    name="adafactor",
+    learning_rate=0.001,
+    weight_decay=None,
+    clipnorm=None,
+    global_clipnorm=None,
+    clipvalue=None,
+    use_ema=False,
+    ema_momentum=0.99,
+    ema_overwrite_frequency=None,
+    loss_scale_factor=None,
+    gradient_accumulation_steps=None,
+    beta_2_decay=-0.8,
+    epsilon_1=1e-30,
+    epsilon_2=0.001,
+    clip_threshold=1.0,
+    relative_step=True,
+    scale_parameter=True,
+    warmup_init=False,
+    beta_1=None,
+    min_dim_size_to_factor=None,
+    factored=True,
+)
+
+
+def expected_config(arguments):
+    config = {**DEFAULT_CONFIG, **arguments}
+    # The default learning rate lives in a float32 variable, as in Keras.
+    config["learning_rate"] = pytest.approx(config["learning_rate"], rel=1e-7)
+    return config
+
+
+def test_config_holds_every_argument_by_value():
+    assert optimizer_adafactor().get_config() == expected_config({})
+    for arguments in NON_DEFAULT:
+        assert optimizer_adafactor(**arguments).get_config() == expected_config(arguments)
+
+
+@pytest.mark.parametrize("arguments", NON_DEFAULT, ids=["warmup", "relative_step", "global"])
+def test_config_round_trips(arguments):
+    opt = optimizer_adafactor(**arguments)
     again = adafactor.Adafactor.from_config(opt.get_config())
-    assert again.get_config() == opt.get_config()
+    assert again.get_config() == expected_config(arguments)
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
     assert type(restored) is adafactor.Adafactor
-    assert restored.get_config() == opt.get_config()
+    assert restored.get_config() == expected_config(arguments)
+
+
+@pytest.mark.parametrize("arguments", NON_DEFAULT, ids=["warmup", "relative_step", "global"])
+def test_saved_model_keeps_every_argument(arguments, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=optimizer_adafactor(**arguments), loss="mse")
+    x = np.ones((8, 3), "float32")
+    model.fit(x, np.zeros((8, 2), "float32"), epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path).optimizer
+    assert type(loaded) is adafactor.Adafactor
+    assert loaded.get_config() == expected_config(arguments)
 
 
 @pytest.mark.parametrize("value", [1, np.int32(1), np.float32(0.5), np.float64(2)])

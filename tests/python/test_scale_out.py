@@ -47,6 +47,10 @@ def test_data_parallel_on_two_cpu_devices_matches_one_device(backend, script):
     pytest.importorskip(backend, reason=f"the {backend} backend is optional")
     result = run_script(*script)
     assert result.get("replicas", result.get("devices")) == 2
+    if backend == "jax":  # the distribution was used, not only listed
+        assert set(result["weight_devices"]) == set(result["state_devices"]) == {2}
+        assert result["batch_axes"] == ["batch", None]
+        assert result["batch_shards"] == 2
     assert result["difference"] <= 1e-6
     assert_trains(result["losses"])
 

@@ -6,11 +6,16 @@ options(reticulate.poetry.project = tempdir())
 
 # The tests need a Python with Keras 3 for keras3 (its py_require()
 # environment, made with uv, or keras3::install_keras()); without one they
-# skip and say why.
+# skip and say why. Where that Python has Keras but the shipped module does
+# not import, the test fails with the import error: a broken module is a
+# failure, never a skip.
 skip_without_python <- function() {
-  skip_if_not(adafactor_available(), paste(
+  has_keras <- isTRUE(tryCatch(reticulate::py_module_available("keras"),
+                               error = function(e) FALSE))
+  skip_if_not(has_keras, paste(
     "no Python with Keras 3 for keras3 (uv for its py_require() environment,",
     "or keras3::install_keras())"))
+  invisible(python_module())
 }
 
 # The Python module's rule for an argument, in the words both languages use.
@@ -86,3 +91,19 @@ fit_iris <- function(model, epochs, ...) {
 }
 
 `%||%` <- function(x, y) if (is.null(x)) y else x
+
+# The type of each gradient `optimizer` receives, by variable path: a Python
+# dict filled as the training step is traced.
+spy_on_gradients <- function(optimizer) {
+  spy <- reticulate::py_run_string(paste(
+    "def spy_on_gradients(optimizer):",
+    "    kinds = {}",
+    "    update_step = optimizer.update_step",
+    "    def recording(gradient, variable, learning_rate):",
+    "        kinds[getattr(variable, 'path', variable.name)] = type(gradient).__name__",
+    "        return update_step(gradient, variable, learning_rate)",
+    "    optimizer.update_step = recording",
+    "    return kinds",
+    sep = "\n"), local = TRUE, convert = FALSE)
+  spy$spy_on_gradients(optimizer)
+}

@@ -80,12 +80,18 @@ test_that("an embedding model trains on the default backend (sparse gradients)",
     layer_embedding(input_dim = 50, output_dim = 8) |>
     layer_global_average_pooling_1d() |>
     layer_dense(2)
-  model |> compile(optimizer = optimizer_adafactor(learning_rate = 0.05),
+  optimizer <- optimizer_adafactor(learning_rate = 0.05)
+  gradient_kinds <- spy_on_gradients(optimizer)
+  model |> compile(optimizer = optimizer,
                    loss = loss_sparse_categorical_crossentropy(from_logits = TRUE))
   before <- get_weights(model)[[1]]
   history <- model |> fit(tokens, labels, epochs = 10, batch_size = 16, verbose = 0)
   after <- get_weights(model)[[1]]
   expect_identical(keras3::config_backend(), "tensorflow")
+  # The table's gradient reached the optimizer sparse, the others dense.
+  kinds <- unlist(reticulate::py_to_r(gradient_kinds))
+  expect_identical(unname(kinds[grepl("embedding", names(kinds))]), "IndexedSlices")
+  expect_true(all(kinds[!grepl("embedding", names(kinds))] != "IndexedSlices"))
   expect_true(all(is.finite(history$metrics$loss)))
   expect_lt(tail(history$metrics$loss, 1), history$metrics$loss[[1]])
   # Token 0 (row 1) was never looked up: its row is unchanged.

@@ -72,3 +72,24 @@ test_that("a Python without Keras is a clear error, and R survives it", {
   expect_match(result$output, "Keras 3", fixed = TRUE)
   expect_match(result$output, "still alive", fixed = TRUE)
 })
+
+test_that("a shipped module that fails to import fails the tests, never skips them", {
+  skip_without_python()
+  # A module that cannot be imported into a Python that has Keras.
+  real_import <- import_adafactor
+  imported <- get("imported", envir = asNamespace("adafactor"))
+  saved <- imported$module
+  on.exit({
+    assignInNamespace("import_adafactor", real_import, "adafactor")
+    imported$module <- saved
+  })
+  assignInNamespace("import_adafactor", function() {
+    imported$error <- "ImportError: a planted defect"
+    NULL
+  }, "adafactor")
+  outcome <- tryCatch(skip_without_python(), skip = function(s) s,
+                      error = function(e) e)
+  expect_false(inherits(outcome, "skip"))
+  expect_s3_class(outcome, "adafactor_error")
+  expect_match(conditionMessage(outcome), "ImportError: a planted defect", fixed = TRUE)
+})

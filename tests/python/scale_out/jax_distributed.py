@@ -17,10 +17,21 @@ single, _ = train(keras, optimizer_adafactor)
 if sys.argv[1] == "data":
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
     parallel, losses = train(keras, optimizer_adafactor)
+    distribution = keras.distribution.distribution()
     report(
         devices=len(devices),
         losses=losses,
         difference=max_difference(single.get_weights(), parallel.get_weights()),
+        # Proof that the work was split: the variables and the optimizer
+        # state live on every device, and a batch is cut along its first axis.
+        weight_devices=[len(v.value.sharding.device_set) for v in parallel.trainable_variables],
+        state_devices=[len(v.value.sharding.device_set) for v in parallel.optimizer.variables],
+        batch_axes=list(distribution.get_data_layout((32, 32)).axes),
+        batch_shards=len(
+            distribution.get_data_layout((32, 32)).backend_layout.addressable_devices_indices_map(
+                (32, 32)
+            )
+        ),
     )
 else:
     mesh = keras.distribution.DeviceMesh((1, 2), ["batch", "model"], devices)

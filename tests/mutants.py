@@ -1,0 +1,165 @@
+"""Planted defects: does the suite catch them? (`make mutants`)
+
+Each mutant is a small defect planted in a copy of the package (or of a test
+script): a wrong number where this package promises better than Keras. The
+tests named beside it run against the copy and must fail; the same tests
+must pass on an unplanted copy first, or a "catch" would prove nothing.
+Slow (a backend start per mutant), so kept out of `make test`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ("python/adafactor", "tests/python", "inst/reference")
+OPTIMIZER = "python/adafactor/optimizer.py"
+OPTIMIZER_TESTS = "tests/python/test_optimizer.py"
+OPTIONS_TESTS = "tests/python/test_options.py"
+
+
+@dataclass
+class Mutant:
+    defect: str
+    path: str
+    replacements: list[tuple[str, str]]
+    tests: list[str]  # pytest arguments: files, node ids, -k expressions
+
+
+MUTANTS = [
+    Mutant(
+        "a step 1.5 x too large where a gradient row and column are zero",
+        OPTIMIZER,
+        [
+            (
+                "factor = self._step_size(learning_rate, variable, step, dtype) / clip\n",
+                "factor = self._step_size(learning_rate, variable, step, dtype) / clip\n"
+                "        factor = factor * ops.where(ops.min(ops.abs(gradient)) == 0, 1.5, 1.0)\n",
+            )
+        ],
+        [OPTIMIZER_TESTS, "-k", "zero_gradient_row_and_column"],
+    ),
+    Mutant(
+        "bfloat16 variables never updated",
+        OPTIMIZER,
+        [
+            (
+                "        index = self._get_variable_index(variable)\n        dtype",
+                "        if keras.backend.standardize_dtype(variable.dtype) == 'bfloat16':\n"
+                "            return\n"
+                "        index = self._get_variable_index(variable)\n        dtype",
+            )
+        ],
+        [OPTIMIZER_TESTS, "-k", "low_precision_variables_move"],
+    ),
+    Mutant(
+        "epsilon_1 hard-coded to 1e-30",
+        OPTIMIZER,
+        [("+ self.epsilon_1", "+ 1e-30")],
+        [OPTIONS_TESTS, "-k", "epsilons"],
+    ),
+    Mutant(
+        "epsilon_2 hard-coded to 1e-3",
+        OPTIMIZER,
+        [("ops.cast(self.epsilon_2, dtype)", "ops.cast(1e-3, dtype)")],
+        [OPTIONS_TESTS, "-k", "epsilons"],
+    ),
+    Mutant(
+        "warmup_init dropped from get_config()",
+        OPTIMIZER,
+        [("            warmup_init=self.warmup_init,\n", "")],
+        ["tests/python/test_factory.py", "-k", "config"],
+    ),
+    Mutant(
+        "warmup_init one step ahead",
+        OPTIMIZER,
+        [("1e-6 * step", "1e-6 * (step + 1)")],
+        [OPTIONS_TESTS, "-k", "warmup_init_step_by_step"],
+    ),
+    Mutant(
+        "variables frozen wherever abs(g) > 1e15",
+        OPTIMIZER,
+        [
+            (
+                "        momentum = self._momentum[index]\n",
+                "        frozen = ops.max(ops.abs(gradient)) > 1e15\n"
+                "        update = ops.where(frozen, 0 * update, update)\n"
+                "        momentum = self._momentum[index]\n",
+            )
+        ],
+        [OPTIMIZER_TESTS, "-k", "extreme_gradient_magnitudes"],
+    ),
+    Mutant(
+        "a step up the gradient (the loss rises, weights still move)",
+        OPTIMIZER,
+        [("self.assign_sub(variable, update)", "self.assign_add(variable, update)")],
+        ["tests/python/test_models.py", "-k", "conv1d_einsum or attention"],
+    ),
+    Mutant(
+        "JAX DataParallel silently not set (one device does the work)",
+        "tests/python/scale_out/jax_distributed.py",
+        [
+            (
+                "keras.distribution.set_distribution(keras.distribution.DataParallel("
+                "devices=devices))",
+                "pass",
+            )
+        ],
+        ["tests/python/test_scale_out.py", "-k", "data_parallel and jax"],
+    ),
+]
+
+
+def copy_tree(destination: Path) -> None:
+    for part in COPIED:
+        shutil.copytree(
+            ROOT / part, destination / part, ignore=shutil.ignore_patterns("__pycache__")
+        )
+
+
+def plant(tree: Path, mutant: Mutant) -> None:
+    file = tree / mutant.path
+    text = file.read_text()
+    for old, new in mutant.replacements:
+        if old not in text:
+            raise SystemExit(f"mutant {mutant.defect!r}: {old!r} not found in {mutant.path}")
+        text = text.replace(old, new)
+    file.write_text(text)
+
+
+def run_tests(tree: Path, tests: list[str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(tree / "python"), KERAS_BACKEND="tensorflow")
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
+    return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
+
+
+def main() -> int:
+    rows, missed = [], 0
+    with tempfile.TemporaryDirectory() as scratch:
+        for number, mutant in enumerate(MUTANTS):
+            clean, planted = Path(scratch, f"clean{number}"), Path(scratch, f"mutant{number}")
+            copy_tree(clean)
+            copy_tree(planted)
+            plant(planted, mutant)
+            baseline = run_tests(clean, mutant.tests)
+            if baseline.returncode != 0:
+                print(baseline.stdout[-3000:])
+                raise SystemExit(f"the tests for {mutant.defect!r} fail without the defect")
+            caught = run_tests(planted, mutant.tests).returncode != 0
+            missed += not caught
+            rows.append((mutant.defect, " ".join(mutant.tests), "caught" if caught else "MISSED"))
+            print(f"{rows[-1][2]:7} {mutant.defect}", flush=True)
+    print("\n| planted defect | tests | result |\n|---|---|---|")
+    for defect, tests, result in rows:
+        print(f"| {defect} | `{tests}` | {result} |")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
