@@ -94,6 +94,24 @@ def _on_accelerator(variable) -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
+def _layout_without_axis(layout, axis, rank):
+    """A variable's layout (a Keras `TensorLayout` or a JAX `NamedSharding`)
+    with `axis` removed: the layout of a factor that reduces over it. None
+    (replicated, or no distribution) stays None."""
+    if isinstance(layout, keras.distribution.TensorLayout):
+        axes = list(layout.axes)
+        del axes[axis]
+        return keras.distribution.TensorLayout(axes, layout.device_mesh)
+    spec = getattr(layout, "spec", None)
+    if spec is None:
+        return None
+    import jax
+
+    axes = list(spec) + [None] * (rank - len(spec))  # a spec may omit trailing axes
+    del axes[axis]
+    return jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec(*axes))
+
+
 def _clip_finite(gradient, largest):
     """`gradient` with finite entries clipped to +-`largest`; an infinite
     entry stays infinite and poisons the variable, as in Keras's Adam."""
@@ -214,22 +232,33 @@ class Adafactor(keras.optimizers.Optimizer):
             row = col = second = momentum = None
             if not self._overwrite_variable_with_gradient(variable):
                 dtype = self._state_dtype(variable)
-                shape = tuple(variable.shape)
                 if self._is_factored(variable):
-                    row = self.add_variable(shape[:-1], dtype=dtype, name=f"{variable.name}_row")
-                    col = self.add_variable(
-                        shape[:-2] + shape[-1:], dtype=dtype, name=f"{variable.name}_col"
-                    )
+                    row = self._add_state(variable, "row", dtype, without_axis=-1)
+                    col = self._add_state(variable, "col", dtype, without_axis=-2)
                 else:
-                    second = self.add_variable(shape, dtype=dtype, name=f"{variable.name}_second")
+                    second = self._add_state(variable, "second", dtype)
                 if self.beta_1 is not None:
-                    momentum = self.add_variable(
-                        shape, dtype="float32", name=f"{variable.name}_momentum"
-                    )
+                    momentum = self._add_state(variable, "momentum", "float32")
             self._row.append(row)
             self._col.append(col)
             self._second.append(second)
             self._momentum.append(momentum)
+
+    def _add_state(self, variable, kind, dtype, without_axis=None):
+        """A state variable for `variable`, named and laid out as Keras's
+        `add_variable_from_reference` does (`<variable path>_<kind>`, the
+        variable's layout), with the factors' reduced axis left out of both
+        shape and layout: under a Keras distribution each device holds the
+        state of its own shard, never a full copy."""
+        shape = list(variable.shape)
+        layout = getattr(variable, "_layout", None)
+        if without_axis is not None:
+            del shape[without_axis]
+            layout = _layout_without_axis(layout, without_axis, len(variable.shape))
+        path = getattr(variable, "path", variable.name)
+        return self.add_variable(
+            tuple(shape), dtype=dtype, layout=layout, name=f"{path.replace('/', '_')}_{kind}"
+        )
 
     # -- math --------------------------------------------------------------
 
