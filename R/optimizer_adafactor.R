@@ -44,8 +44,12 @@
 #'     by `1 / sqrt(t)`, as in Hugging Face's Adafactor; `learning_rate` is
 #'     then not used. An error without `relative_step`.}
 #'   \item{`beta_1`}{`NULL` (default) or a number in `[0, 1)`: momentum, an
-#'     exponential moving average of the final update, kept in float32 (a
-#'     full-size state, only when asked for).}
+#'     exponential moving average of the final update (a full-size state,
+#'     only when asked for).}
+#'   \item{`momentum_dtype`}{`"float32"` (default) or `"bfloat16"`: the type
+#'     the momentum is stored in. It is computed in float32 and stored
+#'     rounded (as optax's and t5x's `dtype_momentum`), so `"bfloat16"` halves
+#'     the only full-size state. An error without `beta_1`.}
 #'   \item{`min_dim_size_to_factor`}{`NULL` (default: factor every variable
 #'     of rank >= 2) or a whole number: factor only when both of the last two
 #'     dimensions are at least this size (128 in optax and t5x).}

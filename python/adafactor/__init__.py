@@ -2,7 +2,16 @@
 
 from adafactor._arguments import ArgumentError, accepted, error_message
 from adafactor.factory import optimizer_adafactor
+from adafactor.memory import MemoryReport, memory_report
 from adafactor.optimizer import Adafactor
 
 __version__ = "0.2.0"
-__all__ = ["Adafactor", "ArgumentError", "accepted", "error_message", "optimizer_adafactor"]
+__all__ = [
+    "Adafactor",
+    "ArgumentError",
+    "MemoryReport",
+    "accepted",
+    "error_message",
+    "memory_report",
+    "optimizer_adafactor",
+]

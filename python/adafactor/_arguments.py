@@ -39,9 +39,20 @@ ACCEPTED = {
     "beta_1": "NULL/None or a number in [0, 1)",
     "min_dim_size_to_factor": "NULL/None or a whole number >= 1",
     "factored": "TRUE/True or FALSE/False",
+    "momentum_dtype": '"float32" or "bfloat16"',
 }
 
-EXTRA_ARGUMENTS = ("scale_parameter", "warmup_init", "beta_1", "min_dim_size_to_factor", "factored")
+# The dtypes a momentum may be stored in: computed in float32, stored rounded.
+MOMENTUM_DTYPES = ("float32", "bfloat16")
+
+EXTRA_ARGUMENTS = (
+    "scale_parameter",
+    "warmup_init",
+    "beta_1",
+    "min_dim_size_to_factor",
+    "factored",
+    "momentum_dtype",
+)
 
 
 class ArgumentError(ValueError):
@@ -116,6 +127,12 @@ def _learning_rate(argument: str, value: Any) -> Any:
     return _number(argument, value, _finite(lambda x: x >= 0))
 
 
+def _momentum_dtype(argument: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in MOMENTUM_DTYPES:
+        _fail(argument, value)
+    return value
+
+
 def _name(argument: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         _fail(argument, value)
@@ -144,6 +161,7 @@ _COERCE = {
     "beta_1": _optional(_real(lambda x: 0 <= x < 1)),
     "min_dim_size_to_factor": _optional(_whole(1)),
     "factored": _boolean,
+    "momentum_dtype": _momentum_dtype,
 }
 
 
@@ -173,5 +191,11 @@ def coerce_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
         raise ArgumentError(
             "`warmup_init` needs `relative_step` TRUE/True. Received: "
             "warmup_init=True, relative_step=False"
+        )
+    if coerced.get("momentum_dtype", "float32") != "float32" and coerced.get("beta_1") is None:
+        # Without beta_1 there is no momentum: a smaller one would save nothing.
+        raise ArgumentError(
+            "`momentum_dtype` needs `beta_1` (a momentum to store). Received: "
+            f"momentum_dtype={coerced['momentum_dtype']!r}, beta_1=None"
         )
     return coerced

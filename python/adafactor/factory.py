@@ -93,8 +93,9 @@ def optimizer_adafactor(
             the accumulated iterations, learning rate schedules at the real
             ones.
         **kwargs: Additional arguments (R's `...`): `scale_parameter`,
-            `warmup_init`, `beta_1`, `min_dim_size_to_factor`, `factored`;
-            see `adafactor.Adafactor`. Any other name is an error.
+            `warmup_init`, `beta_1`, `min_dim_size_to_factor`, `factored`,
+            `momentum_dtype`; see `adafactor.Adafactor`. Any other name is an
+            error.
 
     Integral numbers (R doubles such as 10, numpy integers) are accepted where
     an integer is expected, integers where a float is; a bad value raises

@@ -48,6 +48,7 @@ _OWN_ARGUMENTS = (
     "beta_1",
     "min_dim_size_to_factor",
     "factored",
+    "momentum_dtype",
 )
 
 
@@ -156,11 +157,16 @@ class Adafactor(keras.optimizers.Optimizer):
             is `min(1e-6 * t, 1 / sqrt(t))`, as in Hugging Face's Adafactor;
             `learning_rate` is then not used.
         beta_1: None (default) or a momentum in [0, 1): an exponential moving
-            average of the final update, kept in float32 (full-size state).
+            average of the final update (full-size state, `momentum_dtype`).
         min_dim_size_to_factor: None (default: factor every variable of
             rank >= 2) or an integer: factor only when both of the last two
             dimensions are at least this size.
         factored: If False, keep a full second moment for every variable.
+        momentum_dtype: "float32" (default) or "bfloat16": the dtype the
+            momentum is stored in (with `beta_1`). It is computed in float32
+            and stored rounded, as optax's and t5x's `dtype_momentum`; the
+            step uses the unrounded value. "bfloat16" halves the only
+            full-size state. An error without `beta_1`.
         **kwargs: Keras's base optimizer arguments (`weight_decay`,
             `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
             `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
@@ -180,6 +186,7 @@ class Adafactor(keras.optimizers.Optimizer):
         beta_1: float | None = None,
         min_dim_size_to_factor: int | None = None,
         factored: bool = True,
+        momentum_dtype: str = "float32",
         name: str = "adafactor",
         **kwargs: Any,
     ):
@@ -196,6 +203,7 @@ class Adafactor(keras.optimizers.Optimizer):
                 beta_1=beta_1,
                 min_dim_size_to_factor=min_dim_size_to_factor,
                 factored=factored,
+                momentum_dtype=momentum_dtype,
                 name=name,
                 **kwargs,
             )
@@ -219,9 +227,39 @@ class Adafactor(keras.optimizers.Optimizer):
         dtype = keras.backend.standardize_dtype(variable.dtype)
         return "float32" if dtype in _LOW_PRECISION else dtype
 
+    def state_specs(self, variable) -> list[tuple[str, tuple, str, Any]]:
+        """`(kind, shape, dtype, layout)` of each state variable kept for
+        `variable`: row and column factors, or a full second moment where it
+        is not factored, and a momentum only with beta_1. The one rule that
+        `build()` and `adafactor.memory_report()` both follow.
+
+        Named and laid out as Keras's `add_variable_from_reference` does
+        (the variable's layout), with the factors' reduced axis left out of
+        both shape and layout: under a Keras distribution each device holds
+        the state of its own shard, never a full copy."""
+        if self._overwrite_variable_with_gradient(variable):
+            return []
+        shape = tuple(variable.shape)
+        layout = getattr(variable, "_layout", None)
+        dtype = self._state_dtype(variable)
+        if self._is_factored(variable):
+            specs = [
+                ("row", shape[:-1], dtype, _layout_without_axis(layout, -1, len(shape))),
+                (
+                    "col",
+                    shape[:-2] + shape[-1:],
+                    dtype,
+                    _layout_without_axis(layout, -2, len(shape)),
+                ),
+            ]
+        else:
+            specs = [("second", shape, dtype, layout)]
+        if self.beta_1 is not None:
+            specs.append(("momentum", shape, self.momentum_dtype, layout))
+        return specs
+
     def build(self, var_list):
-        """Create the state: row and column factors, or a full second moment
-        where a variable is not factored, and a momentum only with beta_1."""
+        """Create the state of `state_specs()` for each variable."""
         if self.built:
             return
         # Chosen once, off the hot path.
@@ -229,36 +267,15 @@ class Adafactor(keras.optimizers.Optimizer):
         super().build(var_list)
         self._row, self._col, self._second, self._momentum = [], [], [], []
         for variable in var_list:
-            row = col = second = momentum = None
-            if not self._overwrite_variable_with_gradient(variable):
-                dtype = self._state_dtype(variable)
-                if self._is_factored(variable):
-                    row = self._add_state(variable, "row", dtype, without_axis=-1)
-                    col = self._add_state(variable, "col", dtype, without_axis=-2)
-                else:
-                    second = self._add_state(variable, "second", dtype)
-                if self.beta_1 is not None:
-                    momentum = self._add_state(variable, "momentum", "float32")
-            self._row.append(row)
-            self._col.append(col)
-            self._second.append(second)
-            self._momentum.append(momentum)
-
-    def _add_state(self, variable, kind, dtype, without_axis=None):
-        """A state variable for `variable`, named and laid out as Keras's
-        `add_variable_from_reference` does (`<variable path>_<kind>`, the
-        variable's layout), with the factors' reduced axis left out of both
-        shape and layout: under a Keras distribution each device holds the
-        state of its own shard, never a full copy."""
-        shape = list(variable.shape)
-        layout = getattr(variable, "_layout", None)
-        if without_axis is not None:
-            del shape[without_axis]
-            layout = _layout_without_axis(layout, without_axis, len(variable.shape))
-        path = getattr(variable, "path", variable.name)
-        return self.add_variable(
-            tuple(shape), dtype=dtype, layout=layout, name=f"{path.replace('/', '_')}_{kind}"
-        )
+            prefix = getattr(variable, "path", variable.name).replace("/", "_")
+            state = {
+                kind: self.add_variable(shape, dtype=dtype, layout=layout, name=f"{prefix}_{kind}")
+                for kind, shape, dtype, layout in self.state_specs(variable)
+            }
+            self._row.append(state.get("row"))
+            self._col.append(state.get("col"))
+            self._second.append(state.get("second"))
+            self._momentum.append(state.get("momentum"))
 
     # -- math --------------------------------------------------------------
 
@@ -358,12 +375,11 @@ class Adafactor(keras.optimizers.Optimizer):
             update = gradient * (scale * factor)
         momentum = self._momentum[index]
         if momentum is not None:
-            self.assign(
-                momentum,
-                self.beta_1 * momentum
-                + (1 - self.beta_1) * spread(rows, ops.cast(update, "float32"), shape),
+            # In float32 whatever the stored dtype; stored rounded, used as is.
+            update = self.beta_1 * ops.cast(momentum, "float32") + (1 - self.beta_1) * spread(
+                rows, ops.cast(update, "float32"), shape
             )
-            update = momentum
+            self.assign(momentum, ops.cast(update, momentum.dtype))
         update = ops.cast(update, variable.dtype)
         if rows is not None and momentum is None:
             update = join_rows(rows, update, shape)
@@ -382,5 +398,6 @@ class Adafactor(keras.optimizers.Optimizer):
             beta_1=self.beta_1,
             min_dim_size_to_factor=self.min_dim_size_to_factor,
             factored=self.factored,
+            momentum_dtype=self.momentum_dtype,
         )
         return config

@@ -7,6 +7,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def _stored(momentum, dtype):
+    """The momentum as kept between steps: rounded to `dtype`
+    (round-to-nearest-even, ml_dtypes' bfloat16), the step itself unrounded."""
+    if dtype == "float32":
+        return momentum
+    import ml_dtypes
+
+    return momentum.astype(np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+
+
 def _rms(x):
     return np.sqrt(np.mean(np.square(x)))
 
@@ -25,6 +35,7 @@ class NumpyAdafactor:
         beta_1=None,
         min_dim_size_to_factor=None,
         factored=True,
+        momentum_dtype="float32",
     ):
         self.__dict__.update(locals())
         self.state = {}
@@ -64,6 +75,7 @@ class NumpyAdafactor:
             update = alpha * u
             if self.beta_1 is not None:
                 m = s.get("m", np.zeros(p.shape))
-                s["m"] = update = self.beta_1 * m + (1 - self.beta_1) * update
+                update = self.beta_1 * m + (1 - self.beta_1) * update
+                s["m"] = _stored(update, self.momentum_dtype)
             params[i] = p - update
         return params

@@ -75,6 +75,7 @@ NON_DEFAULT = [
         beta_1=0.9,
         min_dim_size_to_factor=32,
         factored=False,
+        momentum_dtype="bfloat16",
     ),
     dict(relative_step=False, clipvalue=0.5),
     dict(global_clipnorm=0.75),
@@ -104,6 +105,7 @@ DEFAULT_CONFIG = dict(
     beta_1=None,
     min_dim_size_to_factor=None,
     factored=True,
+    momentum_dtype="float32",
 )
 
 

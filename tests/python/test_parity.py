@@ -64,10 +64,12 @@ GRID = {
     ),
     "... extras": (
         "optimizer_adafactor(scale_parameter = FALSE, beta_1 = 0.9, "
-        "factored = FALSE, min_dim_size_to_factor = 32, clipvalue = 0.5)",
+        "factored = FALSE, min_dim_size_to_factor = 32, clipvalue = 0.5, "
+        "momentum_dtype = 'bfloat16')",
         dict(
             scale_parameter=False,
             beta_1=0.9,
+            momentum_dtype="bfloat16",
             factored=False,
             min_dim_size_to_factor=32,
             clipvalue=0.5,

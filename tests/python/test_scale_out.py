@@ -109,4 +109,6 @@ def test_jax_model_parallel_shards_every_state_like_its_variable(options, tmp_pa
     assert result["state_difference"] <= 2e-6
     assert_trains(result["losses"])
     assert result["loaded_state_difference"] == 0
+    # memory_report() predicted what each device holds, from the layouts.
+    assert result["per_device_predicted"] == result["per_device_held"]
     assert result["loaded_state_shards"] == [shard for _, shard in result["state"].values()]

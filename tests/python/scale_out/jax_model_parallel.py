@@ -6,6 +6,7 @@ Usage: jax_model_parallel.py '<optimizer arguments as JSON>' <folder>
 """
 
 import json
+import math
 import os
 import sys
 
@@ -15,7 +16,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from common import max_difference, report  # noqa: E402
 
-from adafactor import optimizer_adafactor  # noqa: E402
+from adafactor import memory_report, optimizer_adafactor  # noqa: E402
+from adafactor.memory import itemsize  # noqa: E402
 
 ARGUMENTS = json.loads(sys.argv[1])
 FOLDER = sys.argv[2]
@@ -46,6 +48,11 @@ def shard_shape(variable):
     return list(variable.value.addressable_shards[0].data.shape)
 
 
+def held_per_device(optimizer):
+    """The bytes of state the first device holds, from the arrays themselves."""
+    return sum(math.prod(shard_shape(v)) * itemsize(v.dtype) for v in optimizer.variables[2:])
+
+
 def numpy_values(variables):
     return [np.asarray(keras.ops.convert_to_numpy(v)) for v in variables]
 
@@ -65,7 +72,14 @@ optimizer = parallel.optimizer
 path = os.path.join(FOLDER, "sharded.keras")
 parallel.save(path)
 loaded = keras.saving.load_model(path)
+adam = keras.optimizers.Adam()
+adam.build(parallel.trainable_variables)
+predicted = {
+    row["optimizer"]: row["per_device_bytes"] for row in memory_report(parallel, **ARGUMENTS)
+}
 report(
+    per_device_predicted={"adafactor": predicted["adafactor"], "Adam": predicted["Adam"]},
+    per_device_held={"adafactor": held_per_device(optimizer), "Adam": held_per_device(adam)},
     devices=len(devices),
     losses=losses,
     difference=max_difference(single.get_weights(), parallel.get_weights()),

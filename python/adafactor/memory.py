@@ -1,0 +1,172 @@
+"""What each optimizer would keep for a model, before training.
+
+`memory_report(model, **arguments)` counts, from the variables' shapes,
+dtypes and layouts alone (no state is created), the bytes of optimizer state
+this optimizer with `arguments` keeps, beside Keras's Adafactor, Adam, AdamW
+and SGD with their defaults. The state is what the optimizer adds for the
+model's trainable variables (its `variables` after `build()`, less its two
+scalars, the iteration count and the learning rate). Under a Keras
+distribution, also the bytes each device holds, from the layouts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import keras
+
+from adafactor.optimizer import Adafactor
+
+# Keras's optimizers, by what they keep for a variable, in its dtype and
+# laid out as it is (their `add_variable_from_reference`). Keras 3.15's
+# Adafactor adds row and column factors for rank >= 2, created without a
+# layout (replicated under a distribution), and two scalar placeholders for
+# rank < 2.
+KERAS_OPTIMIZERS = ("keras Adafactor", "Adam", "AdamW", "SGD")
+_FULL_SIZE_COPIES = {"keras Adafactor": 1, "Adam": 2, "AdamW": 2, "SGD": 0}
+
+
+class MemoryReport(list):
+    """Rows (dicts) of `memory_report()`; prints as a table."""
+
+    COLUMNS = ("optimizer", "state_bytes", "times_parameters", "per_device_bytes")
+
+    def rows(self) -> list[dict]:
+        """The rows as plain dicts (what R's `adafactor_memory()` reads)."""
+        return [dict(row) for row in self]
+
+    def __str__(self) -> str:
+        cells = [self.COLUMNS] + [tuple(_cell(row[c]) for c in self.COLUMNS) for row in self]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(self.COLUMNS))]
+        return "\n".join(
+            "  ".join(value.rjust(width) for value, width in zip(line, widths, strict=True))
+            for line in cells
+        )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def itemsize(dtype) -> int:
+    """Bytes a number of `dtype` takes ("bfloat16" 2, "int64" 8, "bool" 1)."""
+    name = keras.backend.standardize_dtype(dtype)
+    bits = re.search(r"\d+", name)
+    return int(bits.group()) // 8 if bits else 1
+
+
+def _shard_shape(shape, layout) -> tuple:
+    """The shape each device holds of a tensor of `shape` laid out as
+    `layout` (a Keras `TensorLayout`, a JAX sharding, or None: replicated)."""
+    if layout is None:
+        return tuple(shape)
+    if isinstance(layout, keras.distribution.TensorLayout):
+        mesh = layout.device_mesh
+        sizes = dict(zip(mesh.axis_names, mesh.shape, strict=True))
+        return tuple(
+            math.ceil(dim / (sizes[axis] if axis is not None else 1))
+            for dim, axis in zip(shape, layout.axes, strict=True)
+        )
+    return tuple(layout.shard_shape(tuple(shape)))
+
+
+def _bytes(shape, dtype, layout=None) -> tuple[int, int]:
+    """(whole, per device) bytes of a tensor."""
+    size = itemsize(dtype)
+    return math.prod(shape) * size, math.prod(_shard_shape(shape, layout)) * size
+
+
+def _variables(model_or_variables) -> list:
+    if isinstance(model_or_variables, keras.Model):
+        if not model_or_variables.built:
+            raise ValueError(
+                "`model` must be built (give it an Input, or call it once) so that "
+                "its variables have shapes."
+            )
+        return list(model_or_variables.trainable_variables)
+    return list(model_or_variables)
+
+
+def _ours(variables, optimizer: Adafactor) -> tuple[int, int]:
+    whole = per_device = 0
+    for variable in variables:
+        specs = [
+            (shape, dtype, layout) for _, shape, dtype, layout in optimizer.state_specs(variable)
+        ]
+        # Keras's base optimizer: an EMA and a gradient accumulator, each a
+        # copy of the variable, when asked for.
+        copies = bool(optimizer.use_ema) + bool(optimizer.gradient_accumulation_steps)
+        specs += [(variable.shape, variable.dtype, _layout(variable))] * copies
+        for spec in specs:
+            w, d = _bytes(*spec)
+            whole, per_device = whole + w, per_device + d
+    return whole, per_device
+
+
+def _layout(variable):
+    return getattr(variable, "_layout", None)
+
+
+def _keras(variables, name: str) -> tuple[int, int]:
+    whole = per_device = 0
+    for variable in variables:
+        if getattr(variable, "overwrite_with_gradient", False):
+            continue
+        shape, dtype = tuple(variable.shape), variable.dtype
+        w, d = _bytes(shape, dtype, _layout(variable))
+        whole += _FULL_SIZE_COPIES[name] * w
+        per_device += _FULL_SIZE_COPIES[name] * d
+        if name != "keras Adafactor":
+            continue
+        # Its factors; for rank < 2, two placeholder integers instead.
+        if len(shape) >= 2:
+            factors = [(shape[:-1], dtype), (shape[:-2] + shape[-1:], dtype)]
+        else:
+            factors = [((), "int32")] * 2
+        for factor in factors:
+            w, d = _bytes(*factor)
+            whole, per_device = whole + w, per_device + d
+    return whole, per_device
+
+
+def memory_report(model_or_variables, **arguments) -> MemoryReport:
+    """The optimizer state each optimizer would keep, in bytes, exactly.
+
+    Args:
+        model_or_variables: a built Keras model (its trainable variables) or
+            a list of variables.
+        **arguments: `optimizer_adafactor()`'s arguments (`beta_1`,
+            `momentum_dtype`, `factored`, `min_dim_size_to_factor`,
+            `use_ema`, ...), validated as there.
+
+    Returns:
+        A `MemoryReport`: one row a optimizer ("adafactor", then Keras's
+        Adafactor, Adam, AdamW and SGD with their defaults), each a dict
+        with `optimizer`, `state_bytes`, `times_parameters` (the state over
+        the parameters' bytes) and `per_device_bytes` (what each device
+        holds under a Keras distribution, from the variables' layouts; None
+        without one). `print()` shows it as a table.
+    """
+    from adafactor.factory import optimizer_adafactor
+
+    optimizer = optimizer_adafactor(**arguments)
+    variables = _variables(model_or_variables)
+    parameters = sum(_bytes(tuple(v.shape), v.dtype)[0] for v in variables)
+    distributed = keras.distribution.distribution() is not None
+    counts = [("adafactor", _ours(variables, optimizer))]
+    counts += [(name, _keras(variables, name)) for name in KERAS_OPTIMIZERS]
+    return MemoryReport(
+        {
+            "optimizer": name,
+            "state_bytes": whole,
+            "times_parameters": whole / parameters if parameters else 0.0,
+            "per_device_bytes": per_device if distributed else None,
+        }
+        for name, (whole, per_device) in counts
+    )

@@ -1,0 +1,104 @@
+"""`memory_report()`: the state each optimizer keeps, counted before any is
+made, against the bytes of the state each one makes when it is built.
+Marked `backend`: run under TensorFlow, JAX and PyTorch."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from adafactor import memory_report, optimizer_adafactor
+from adafactor.memory import itemsize
+
+pytestmark = pytest.mark.backend
+
+
+def embedding_model():
+    tokens = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(40, 12)(tokens)
+    x = keras.layers.EinsumDense("abc,cde->abde", output_shape=(None, 3, 8))(x)  # rank-3 kernel
+    x = keras.layers.Reshape((6, 24))(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(tokens, keras.layers.Dense(2)(x))
+
+
+def conv_model():
+    images = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3)(images)  # rank-4 kernel
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(images, keras.layers.Dense(130)(x))  # 16 x 130: > 128
+
+
+MODELS = {"embedding_einsum": embedding_model, "conv2d": conv_model}
+
+OPTIONS = {
+    "defaults": {},
+    "beta_1": {"beta_1": 0.9},
+    "bfloat16 momentum": {"beta_1": 0.9, "momentum_dtype": "bfloat16"},
+    "factored=False": {"factored": False},
+    "min_dim_size_to_factor": {"min_dim_size_to_factor": 128},
+    "ema and accumulation": {"use_ema": True, "gradient_accumulation_steps": 2},
+}
+
+KERAS = {
+    "keras Adafactor": keras.optimizers.Adafactor,
+    "Adam": keras.optimizers.Adam,
+    "AdamW": keras.optimizers.AdamW,
+    "SGD": keras.optimizers.SGD,
+}
+
+
+def built_state_bytes(optimizer, model):
+    optimizer.build(model.trainable_variables)
+    own = optimizer.variables[2:]  # after iterations and learning rate
+    return sum(math.prod(v.shape) * itemsize(v.dtype) for v in own)
+
+
+@pytest.fixture(params=["float32", "mixed_bfloat16"])
+def policy(request):
+    keras.mixed_precision.set_dtype_policy(request.param)
+    yield request.param
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_report_equals_the_bytes_each_optimizer_builds(name, policy):
+    model = MODELS[name]()
+    for options in OPTIONS.values():
+        rows = {row["optimizer"]: row for row in memory_report(model, **options)}
+        assert rows["adafactor"]["state_bytes"] == built_state_bytes(
+            optimizer_adafactor(**options), model
+        ), options
+    for label, make in KERAS.items():
+        assert rows[label]["state_bytes"] == built_state_bytes(make(), model), label
+
+
+def test_report_of_a_list_of_variables_in_bfloat16():
+    variables = [
+        keras.Variable(np.zeros((300, 200)), dtype="bfloat16"),
+        keras.Variable(np.zeros((4, 5, 6)), dtype="float16"),
+        keras.Variable(np.zeros(7), dtype="bfloat16"),
+    ]
+    rows = {row["optimizer"]: row for row in memory_report(variables, beta_1=0.5)}
+    # Factors and vectors in float32 (the low-precision rule), a float32
+    # momentum: counted by hand.
+    state = 4 * (300 + 200 + 4 * 5 + 4 * 6 + 7) + 4 * (300 * 200 + 120 + 7)
+    assert rows["adafactor"]["state_bytes"] == state
+    parameters = 2 * 300 * 200 + 2 * 120 + 2 * 7
+    assert rows["adafactor"]["times_parameters"] == pytest.approx(state / parameters)
+    assert rows["Adam"]["state_bytes"] == 2 * parameters
+    assert rows["adafactor"]["per_device_bytes"] is None  # no distribution
+
+
+def test_report_prints_as_a_table_and_validates_its_arguments():
+    model = conv_model()
+    table = str(memory_report(model))
+    lines = table.splitlines()
+    assert lines[0].split() == ["optimizer", "state_bytes", "times_parameters", "per_device_bytes"]
+    assert [line.split()[0] for line in lines[1:]] == ["adafactor", "keras", "Adam", "AdamW", "SGD"]
+    with pytest.raises(ValueError, match="`beta_1` must be"):
+        memory_report(model, beta_1=2)
+    with pytest.raises(ValueError, match="must be built"):
+        memory_report(keras.Sequential([keras.layers.Dense(2)]))
