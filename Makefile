@@ -18,7 +18,8 @@ R_SOURCES := DESCRIPTION $(wildcard R/*.R) $(shell find python/adafactor -name '
 
 # Debian's R and what the keras3 stack needs from Debian; keras3, reticulate
 # (>= 1.42) and their CRAN-only dependencies come from CRAN where reachable,
-# else from the CRAN-like copy beside this checkout (its README).
+# else from a CRAN-like copy: LOCAL_CRAN (make LOCAL_CRAN=/path, or the
+# environment), by default the one beside this checkout.
 R_DEBIAN := r-base-core r-base-dev r-cran-testthat r-cran-roxygen2 \
   r-cran-matrix r-cran-rcpp r-cran-rcpptoml r-cran-here r-cran-jsonlite \
   r-cran-png r-cran-rappdirs r-cran-rlang r-cran-withr r-cran-processx \
@@ -28,7 +29,7 @@ R_DEBIAN := r-base-core r-base-dev r-cran-testthat r-cran-roxygen2 \
   r-cran-lintr r-cran-covr r-cran-pkgdown r-cran-bslib r-cran-rmarkdown \
   r-cran-png r-cran-xml2 chromium
 CRAN := https://cloud.r-project.org
-LOCAL_CRAN := $(firstword $(wildcard $(CURDIR)/../shared/r-repo /work/shared/r-repo))
+LOCAL_CRAN ?= $(CURDIR)/../shared/r-repo
 
 # R sessions get keras3's own Python: reticulate's py_require() environment,
 # built by uv (from the test environment; reticulate would otherwise fetch
@@ -68,6 +69,9 @@ setup: .stamps/r-package .stamps/python
 	fi
 	if ! Rscript -e 'quit(status = !(requireNamespace("keras3", quietly = TRUE) && packageVersion("reticulate") >= "1.42"))'; then \
 	  repo=$(CRAN); curl -sfm 10 -o /dev/null $(CRAN)/src/contrib/PACKAGES.rds || repo=file://$(LOCAL_CRAN); \
+	  if [ "$$repo" != $(CRAN) ] && [ ! -d $(LOCAL_CRAN) ]; then \
+	    echo "CRAN is not reachable and LOCAL_CRAN=$(LOCAL_CRAN) is not a folder: set LOCAL_CRAN to a CRAN-like copy of the keras3 stack" >&2; exit 1; \
+	  fi; \
 	  echo "installing keras3 and reticulate from $$repo"; \
 	  $(SUDO) Rscript -e "install.packages(c('reticulate', 'keras3'), repos = '$$repo', Ncpus = 2)"; \
 	fi
