@@ -159,6 +159,7 @@ test-site: site
 bench: setup
 	KERAS_BACKEND=tensorflow $(PY) bench/bench.py
 	KERAS_BACKEND=jax $(PY) bench/bench.py
+	$(PY) bench/fit_peak.py
 
 # Planted defects: the tests must catch each one (slow, so not in `test`).
 mutants: setup

@@ -4,22 +4,33 @@
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent / "scale_out"
 
 
-def run_script(name, *args):
-    env = dict(
+def script_env():
+    return dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(
             [str(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         ),
     )
+
+
+def result_of(stdout):
+    line = [out for out in stdout.splitlines() if out.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
+
+
+def run_script(name, *args):
+    env = script_env()
     result = subprocess.run(
         [sys.executable, str(HERE / name), *args],
         env=env,
@@ -28,8 +39,7 @@ def run_script(name, *args):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    line = [out for out in result.stdout.splitlines() if out.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT ") :])
+    return result_of(result.stdout)
 
 
 def assert_trains(losses):
@@ -112,3 +122,65 @@ def test_jax_model_parallel_shards_every_state_like_its_variable(options, tmp_pa
     # memory_report() predicted what each device holds, from the layouts.
     assert result["per_device_predicted"] == result["per_device_held"]
     assert result["loaded_state_shards"] == [shard for _, shard in result["state"].values()]
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_processes(name, *args, processes=2, timeout=300, folder):
+    """`processes` copies of a script on localhost, each told its id, the
+    count and a free port; all ended, whatever happens. Output goes to files:
+    a pipe left unread would block its writer, and the others would then
+    wait for it in their collectives."""
+    port = str(free_port())
+    logs = [(folder / f"{name}.{i}.out", folder / f"{name}.{i}.err") for i in range(processes)]
+    children = []
+    try:
+        for i, (out, err) in enumerate(logs):
+            with out.open("w") as stdout, err.open("w") as stderr:
+                children.append(
+                    subprocess.Popen(
+                        [sys.executable, str(HERE / name), *args, str(i), str(processes), port],
+                        env=script_env(),
+                        stdout=stdout,
+                        stderr=stderr,
+                    )
+                )
+        for child in children:
+            child.wait(timeout=timeout)
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    for child, (_, err) in zip(children, logs, strict=True):
+        assert child.returncode == 0, err.read_text()[-3000:]
+    return [result_of(out.read_text()) for out, _ in logs]
+
+
+def largest_difference(a, b):
+    return max(
+        float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(a, b, strict=True)
+    )
+
+
+@pytest.mark.parametrize("mode", ["data", "model"])
+def test_jax_two_processes_equal_one_process(mode, tmp_path):
+    """2 processes x 2 CPU devices (JAX's CPU collectives on localhost), each
+    feeding its slice of every global batch, against 1 process x 4 devices:
+    the same losses, weights and optimizer state (with beta_1's momentum)."""
+    pytest.importorskip("jax", reason="the JAX backend is optional")
+    one = run_processes("jax_processes.py", mode, processes=1, folder=tmp_path)[0]
+    two = run_processes("jax_processes.py", mode, processes=2, folder=tmp_path)
+    assert [r["local_devices"] for r in two] == [2, 2]
+    assert one["global_devices"] == two[0]["global_devices"] == 4
+    for result in two:
+        np.testing.assert_allclose(result["losses"], one["losses"], rtol=1e-6)
+        assert largest_difference(result["weights"], one["weights"]) <= 1e-6
+        assert largest_difference(result["state"], one["state"]) <= 1e-6
+        assert result["state_shards"] == one["state_shards"]
+    assert_trains(one["losses"])
+    if mode == "model":  # the (32, 1024) kernel's momentum: half on each device
+        assert [32, 512] in one["state_shards"]

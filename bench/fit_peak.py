@@ -1,0 +1,198 @@
+"""`make bench`, part two: the peak memory of `fit()`, as a user feels it.
+
+Each (backend, model, optimizer) runs `fit()` in a child process of its own;
+the child reports its peak resident memory (`ru_maxrss`; on a GPU the
+backend's peak device memory). SGD's peak is the floor (parameters,
+gradients, activations); the table shows each optimizer's peak above it as
+a multiple of the parameter bytes, and writes a bar chart (R's png()).
+
+    python bench/fit_peak.py [--backends tensorflow jax torch] [--models dense]
+
+Models: "dense", 12 x Dense(4096) (768 MiB of float32 parameters); "gpt2",
+a keras_hub GPT-2 backbone large enough that its parameters dominate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUTPUT = HERE / "output"
+
+OPTIMIZERS = {
+    "SGD": "keras.optimizers.SGD(0.01)",
+    "adafactor": "optimizer_adafactor()",
+    "adafactor beta_1": "optimizer_adafactor(beta_1=0.9)",
+    "adafactor beta_1 bf16": "optimizer_adafactor(beta_1=0.9, momentum_dtype='bfloat16')",
+    "Keras Adafactor": "keras.optimizers.Adafactor()",
+    "Adam": "keras.optimizers.Adam()",
+    "AdamW": "keras.optimizers.AdamW()",
+}
+
+
+def dense_model(keras, width=4096, layers=12):
+    inputs = keras.Input((width,))
+    x = inputs
+    for _ in range(layers):
+        x = keras.layers.Dense(width)(x)
+    return keras.Model(inputs, x), ((64 * 4, width), (64 * 4, width))
+
+
+def gpt2_model(keras):
+    import keras_hub
+
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=32000,
+        num_layers=6,
+        num_heads=8,
+        hidden_dim=1024,
+        intermediate_dim=4096,
+        max_sequence_length=32,
+        dropout=0.0,
+    )
+    tokens = keras.Input((32,), dtype="int32", name="token_ids")
+    mask = keras.Input((32,), dtype="int32", name="padding_mask")
+    features = backbone({"token_ids": tokens, "padding_mask": mask})
+    model = keras.Model([tokens, mask], keras.layers.Dense(2)(features[:, 0]))
+    return model, None
+
+
+def child(backend: str, model_name: str, optimizer_name: str) -> None:
+    """Build, compile and fit; print the peak."""
+    os.environ["KERAS_BACKEND"] = backend
+    import keras
+    import numpy as np
+
+    from adafactor import optimizer_adafactor  # noqa: F401  (used in eval)
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    if model_name == "dense":
+        model, (x_shape, y_shape) = dense_model(keras)
+        x = rng.normal(size=x_shape).astype("float32")
+        y = rng.normal(size=y_shape).astype("float32")
+        loss = "mse"
+    else:
+        model, _ = gpt2_model(keras)
+        x = [rng.integers(1, 32000, (64, 32)).astype("int32"), np.ones((64, 32), "int32")]
+        y = rng.integers(0, 2, 64)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = eval(OPTIMIZERS[optimizer_name])
+    model.compile(optimizer=optimizer, loss=loss)
+    parameters = sum(int(np.prod(v.shape)) * 4 for v in model.trainable_variables)
+    model.fit(x, y, batch_size=64, epochs=2, verbose=0)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "peak_mib": peak_mib(backend),
+                "parameter_mib": parameters / 2**20,
+                "device": device(backend),
+            }
+        )
+    )
+
+
+def device(backend: str) -> str:
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend()
+    if backend == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
+def peak_mib(backend: str) -> float:
+    """The backend's peak device memory on a GPU, else the peak RSS."""
+    kind = device(backend)
+    if kind == "gpu":
+        if backend == "jax":
+            import jax
+
+            return jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**20
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.max_memory_allocated() / 2**20
+        import tensorflow as tf
+
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(backend: str, model: str, optimizer: str) -> dict | None:
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", backend, model, optimizer],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        print(f"  {backend} {model} {optimizer}: failed\n{result.stderr[-1500:]}", flush=True)
+        return None
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
+    parser.add_argument("--models", nargs="+", default=["dense", "gpt2"])
+    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS))
+    parser.add_argument("--child", nargs=3)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    OUTPUT.mkdir(exist_ok=True)
+    rows = []
+    for model in args.models:
+        for backend in args.backends:
+            results = {o: run_child(backend, model, o) for o in args.optimizers}
+            floor = results.get("SGD")
+            for optimizer, result in results.items():
+                if result is None or floor is None:
+                    continue
+                above = (result["peak_mib"] - floor["peak_mib"]) / result["parameter_mib"]
+                rows.append(
+                    {
+                        "model": model,
+                        "backend": backend,
+                        "device": result["device"],
+                        "optimizer": optimizer,
+                        "peak_mib": round(result["peak_mib"]),
+                        "parameter_mib": round(result["parameter_mib"]),
+                        "above_sgd_x_parameters": round(above, 2),
+                    }
+                )
+                print(
+                    f"{model:6} {backend:10} {optimizer:22} peak {result['peak_mib']:7.0f} MiB"
+                    f"  SGD + {above:5.2f} x parameters",
+                    flush=True,
+                )
+    table = OUTPUT / "fit_peak.csv"
+    with table.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    chart = OUTPUT / "fit_peak.png"
+    subprocess.run(["Rscript", str(HERE / "fit_peak_chart.R"), str(table), str(chart)], check=True)
+    print(f"Table: {table}\nChart: {chart}")
+
+
+if __name__ == "__main__":
+    main()
