@@ -184,3 +184,21 @@ def test_jax_two_processes_equal_one_process(mode, tmp_path):
     assert_trains(one["losses"])
     if mode == "model":  # the (32, 1024) kernel's momentum: half on each device
         assert [32, 512] in one["state_shards"]
+
+
+def test_tf_multi_worker_mirrored_strategy_as_keras_adam_does(tmp_path):
+    """Two localhost workers (TF_CONFIG). Keras 3.15 itself cannot train this
+    way (its Adam fails in fit() with "Attempt to convert a value
+    (PerReplica...)", Keras issue 20585): this optimizer fails the same way,
+    no worse. Where Keras's Adam trains, this optimizer must train too, the
+    same on both workers."""
+    pytest.importorskip("tensorflow", reason="the TensorFlow backend is optional")
+    adam = run_processes("tf_multiworker.py", "adam", folder=tmp_path)
+    ours = run_processes("tf_multiworker.py", "adafactor", folder=tmp_path)
+    if "error" in adam[0]:
+        assert "PerReplica" in adam[0]["error"]
+        assert [r["error"] for r in adam + ours] == [adam[0]["error"]] * 4
+    else:
+        assert all(r["workers"] == 2 for r in ours)
+        assert largest_difference(ours[0]["weights"], ours[1]["weights"]) == 0
+        assert_trains(ours[0]["losses"])
