@@ -293,7 +293,7 @@ class Adafactor(keras.optimizers.Optimizer):
         rms = ops.sqrt(ops.mean(ops.square(value)))
         return ops.maximum(ops.cast(self.epsilon_2, dtype), rms) * rho
 
-    def _factored_scales(self, row, col, grad_square, decay, rows, shape):
+    def _factored_scales(self, row, col, grad_square, decay, rows, shape, form=None):
         """Update the factors; return the row and column scales (the unclipped
         update is g_ij * row_scale_i * col_scale_j = g_ij / sqrt(v_ij)) and
         the update's mean square, had without forming the update:
@@ -312,7 +312,7 @@ class Adafactor(keras.optimizers.Optimizer):
         self.assign(col, ops.minimum(decay * col + (1 - decay) * (col_mean + self.epsilon_1), cap))
         col_norm = pick(col_rows, ops.maximum(col, tiny))
         row_mean = spread(rows, ops.mean(grad_square, axis=-1), row.shape)
-        if rows is None and self._rms_in_use == "matvec":
+        if rows is None and (form or self._rms_in_use) == "matvec":
             weighted = ops.squeeze(ops.matmul(grad_square, ops.expand_dims(1 / col_norm, -1)), -1)
         else:  # a row sum beside row_mean's: one pass over the gradient
             weighted = ops.sum(grad_square / ops.expand_dims(col_norm, -2), axis=-1)
@@ -334,6 +334,44 @@ class Adafactor(keras.optimizers.Optimizer):
         self.assign(second, ops.minimum(decay * second + (1 - decay) * regulated, cap))
         return ops.rsqrt(pick(rows, ops.maximum(second, tiny)))
 
+    # -- one variable at a time ----------------------------------------------
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        """Keras's loop over the variables; on JAX, each update made to
+        depend on the previous one's new value (praxis's trick). XLA's CPU
+        scheduler otherwise runs the variables' updates side by side, each
+        with a full-size temporary (the gradient's square, which its
+        reductions take materialised): the chain leaves one variable's. It
+        runs from the last variable to the first, the order in which
+        backpropagation makes the gradients, so that each is consumed soon
+        after it is made. Measured by `make bench` (bench/fit_peak.py):
+        TensorFlow's peak is lower without the chain, and PyTorch runs
+        eagerly, in place (`_torch.py`)."""
+        self._anchor = None
+        if keras.backend.backend() == "jax":
+            grads, trainable_variables = list(reversed(grads)), list(reversed(trainable_variables))
+        try:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._anchor = None
+
+    def _after_previous(self, gradient):
+        """`gradient` + 0, the zero computed from the previous variable's new
+        value: a data dependency (XLA's CPU scheduler drops control-only ones,
+        `optimization_barrier` included) that changes no number."""
+        anchor = getattr(self, "_anchor", None)
+        if anchor is None:
+            return gradient
+        return gradient + ops.cast(anchor, gradient.dtype)
+
+    def _anchor_on(self, variable):
+        """Zero, computed from one entry of `variable`'s new value (finite
+        whatever that is: a NaN variable poisons no other one)."""
+        if keras.backend.backend() != "jax" or 0 in tuple(variable.shape):
+            return None
+        first = variable[(0,) * len(variable.shape)]
+        return 0.0 * ops.nan_to_num(ops.cast(first, "float32"), nan=0.0, posinf=0.0, neginf=0.0)
+
     def update_step(self, gradient, variable, learning_rate):
         """One Adafactor step for one variable.
 
@@ -350,11 +388,20 @@ class Adafactor(keras.optimizers.Optimizer):
         dtype = self._state_dtype(variable)
         shape = tuple(variable.shape)
         rows, gradient = split_rows(gradient)
-        gradient = _clip_finite(ops.cast(gradient, dtype), _largest_gradient(dtype))
         step = ops.cast(self.iterations + 1, dtype)
         decay = 1 - ops.power(step, self.beta_2_decay)
-        grad_square = ops.square(gradient)
         row, col = self._row[index], self._col[index]
+        if keras.backend.backend() == "torch" and row is not None and rows is None:
+            from adafactor import _torch
+
+            largest = _largest_gradient(dtype)
+            _torch.factored_step(
+                self, gradient, variable, learning_rate, index, step, decay, largest
+            )
+            return
+        gradient = self._after_previous(ops.cast(gradient, dtype))
+        gradient = _clip_finite(gradient, _largest_gradient(dtype))
+        grad_square = ops.square(gradient)
         if row is not None:
             # 1/sqrt(v) = rsqrt(r / mean(r)) * rsqrt(c), a row vector times a
             # column vector: never 0 * inf, so a zero gradient row and column
@@ -384,6 +431,7 @@ class Adafactor(keras.optimizers.Optimizer):
         if rows is not None and momentum is None:
             update = join_rows(rows, update, shape)
         self.assign_sub(variable, update)
+        self._anchor = self._anchor_on(variable)
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -1,0 +1,48 @@
+"""PyTorch: the factored step in place.
+
+PyTorch runs eagerly: every expression makes a new full-size tensor, alive
+while referenced, so the generic step (`Adafactor.update_step`, Keras ops)
+holds several copies of a matrix at once. This is the same math, for a
+factored variable and a dense gradient, with at most one full-size
+temporary alive at a time (after Keras's `torch_*.py` optimizers, which
+update in place beside the one Keras-ops source).
+"""
+
+from __future__ import annotations
+
+import torch
+from keras import ops
+
+
+def factored_step(optimizer, gradient, variable, learning_rate, index, step, decay, largest):
+    """One step of `optimizer` for `variable`, in place, in the state's dtype
+    (float32 for float16 and bfloat16 variables)."""
+    row, col = optimizer._row[index], optimizer._col[index]
+    shape = tuple(variable.shape)
+    with torch.no_grad():
+        dtype = row.value.dtype
+        grad = gradient.to(dtype)  # the gradient itself when of the state's dtype
+        # (clip(g))^2 = min(g^2, largest^2): the clipped gradient's square.
+        square = torch.square(grad).clamp_(max=largest * largest)
+        row_scale, col_scale, mean_square = optimizer._factored_scales(
+            row, col, square, decay, None, shape, form="matvec"
+        )
+        del square
+        clip = ops.maximum(1.0, ops.sqrt(mean_square) / optimizer.clip_threshold)
+        factor = (
+            optimizer._step_size(learning_rate, variable, step, str(dtype).removeprefix("torch."))
+            / clip
+        )
+        update = torch.clamp(grad, -largest, largest)  # the one full-size temporary
+        update.mul_(torch.unsqueeze(row_scale * factor, -1))
+        update.mul_(torch.unsqueeze(col_scale, -2))
+        # An infinite or NaN gradient makes the variable NaN, as elsewhere;
+        # told from two scalars, without a full-size mask.
+        finite = torch.isfinite(torch.amax(grad)) & torch.isfinite(torch.amin(grad))
+        update.add_(torch.where(finite, 0.0, float("nan")))
+        momentum = optimizer._momentum[index]
+        if momentum is not None:
+            # (1 - beta_1) u + beta_1 m in the state's dtype; stored rounded.
+            update.mul_(1 - optimizer.beta_1).add_(momentum.value, alpha=optimizer.beta_1)
+            momentum.value.copy_(update)
+        variable.value.sub_(update.to(variable.value.dtype))
