@@ -160,6 +160,7 @@ bench: setup
 	KERAS_BACKEND=tensorflow $(PY) bench/bench.py
 	KERAS_BACKEND=jax $(PY) bench/bench.py
 	$(PY) bench/fit_peak.py
+	$(PY) bench/per_device.py
 
 # Planted defects: the tests must catch each one (slow, so not in `test`).
 mutants: setup
