@@ -30,6 +30,7 @@ class Mutant:
     path: str
     replacements: list[tuple[str, str]]
     tests: list[str]  # pytest arguments: files, node ids, -k expressions
+    backend: str = "tensorflow"
 
 
 MUTANTS = [
@@ -102,6 +103,13 @@ MUTANTS = [
         ["tests/python/test_models.py", "-k", "conv1d_einsum or attention"],
     ),
     Mutant(
+        "JAX updates not chained (every variable's temporaries at once)",
+        OPTIMIZER,
+        [('if keras.backend.backend() != "jax" or 0 in', "if True or 0 in")],
+        ["tests/python/test_memory.py", "-k", "compiled_step"],
+        backend="jax",
+    ),
+    Mutant(
         "JAX DataParallel silently not set (one device does the work)",
         "tests/python/scale_out/jax_distributed.py",
         [
@@ -133,8 +141,8 @@ def plant(tree: Path, mutant: Mutant) -> None:
     file.write_text(text)
 
 
-def run_tests(tree: Path, tests: list[str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(tree / "python"), KERAS_BACKEND="tensorflow")
+def run_tests(tree: Path, tests: list[str], backend: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(tree / "python"), KERAS_BACKEND=backend)
     command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
     return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
 
@@ -147,13 +155,14 @@ def main() -> int:
             copy_tree(clean)
             copy_tree(planted)
             plant(planted, mutant)
-            baseline = run_tests(clean, mutant.tests)
+            baseline = run_tests(clean, mutant.tests, mutant.backend)
             if baseline.returncode != 0:
                 print(baseline.stdout[-3000:])
                 raise SystemExit(f"the tests for {mutant.defect!r} fail without the defect")
-            caught = run_tests(planted, mutant.tests).returncode != 0
+            caught = run_tests(planted, mutant.tests, mutant.backend).returncode != 0
             missed += not caught
-            rows.append((mutant.defect, " ".join(mutant.tests), "caught" if caught else "MISSED"))
+            tests = f"{mutant.backend}: {' '.join(mutant.tests)}"
+            rows.append((mutant.defect, tests, "caught" if caught else "MISSED"))
             print(f"{rows[-1][2]:7} {mutant.defect}", flush=True)
     print("\n| planted defect | tests | result |\n|---|---|---|")
     for defect, tests, result in rows:
