@@ -3,7 +3,7 @@
 # Usage: Rscript fit_peak_chart.R <table.csv> <chart.png>
 args <- commandArgs(trailingOnly = TRUE)
 rows <- utils::read.csv(args[[1]], stringsAsFactors = FALSE)
-rows$panel <- paste(rows$model, rows$backend, rows$device)
+rows$panel <- paste(rows$model, rows$backend, rows$device, sep = "\n")
 panels <- unique(rows$panel)
 optimizers <- unique(rows$optimizer)
 heights <- sapply(panels, function(panel) {
@@ -12,9 +12,9 @@ heights <- sapply(panels, function(panel) {
 })
 heights <- matrix(heights, nrow = length(optimizers), dimnames = list(optimizers, panels))
 png(args[[2]], width = 1100, height = 550, type = "cairo")
-par(mar = c(7, 5, 3, 1))
+par(mar = c(6, 5, 3, 1), mgp = c(3, 2.5, 0))
 colours <- grDevices::hcl.colors(length(optimizers), "Set 2")
-graphics::barplot(heights, beside = TRUE, col = colours, las = 2,
+graphics::barplot(heights, beside = TRUE, col = colours, las = 1,
                   ylab = "peak of fit() above SGD's, x parameter bytes",
                   main = "Memory of fit(): what each optimizer adds to SGD's peak")
 graphics::legend("topleft", legend = optimizers, fill = colours, bty = "n", cex = 0.9)
