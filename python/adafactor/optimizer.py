@@ -422,11 +422,15 @@ class Adafactor(keras.optimizers.Optimizer):
             update = gradient * (scale * factor)
         momentum = self._momentum[index]
         if momentum is not None:
-            # In float32 whatever the stored dtype; stored rounded, used as is.
-            update = self.beta_1 * ops.cast(momentum, "float32") + (1 - self.beta_1) * spread(
-                rows, ops.cast(update, "float32"), shape
-            )
-            self.assign(momentum, ops.cast(update, momentum.dtype))
+            update = spread(rows, ops.cast(update, "float32"), shape)
+            if keras.backend.standardize_dtype(momentum.dtype) == "float32":
+                # m += (1 - beta_1) (u - m), in place as Keras's Adam does.
+                self.assign_add(momentum, (1 - self.beta_1) * (update - momentum))
+                update = ops.convert_to_tensor(momentum)
+            else:
+                # In float32; stored rounded, used as is.
+                update = self.beta_1 * ops.cast(momentum, "float32") + (1 - self.beta_1) * update
+                self.assign(momentum, ops.cast(update, momentum.dtype))
         update = ops.cast(update, variable.dtype)
         if rows is not None and momentum is None:
             update = join_rows(rows, update, shape)
