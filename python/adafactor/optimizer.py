@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from adafactor._arguments import coerce_arguments
+from adafactor._arguments import EXTRA_ARGUMENTS, coerce_arguments
 from adafactor._sparse import join_rows, pick, split_rows, spread
 
 # Variables of these dtypes keep their state and compute their update in
@@ -43,13 +43,7 @@ _OWN_ARGUMENTS = (
     "epsilon_2",
     "clip_threshold",
     "relative_step",
-    "scale_parameter",
-    "warmup_init",
-    "beta_1",
-    "min_dim_size_to_factor",
-    "factored",
-    "momentum_dtype",
-)
+) + EXTRA_ARGUMENTS
 
 
 def _limits(dtype) -> tuple[float, float]:
