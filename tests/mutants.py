@@ -41,7 +41,7 @@ MUTANTS = [
             (
                 "factor = self._step_size(learning_rate, variable, step, dtype) / clip\n",
                 "factor = self._step_size(learning_rate, variable, step, dtype) / clip\n"
-                "        factor = factor * ops.where(ops.min(ops.abs(gradient)) == 0, 1.5, 1.0)\n",
+                "        factor = factor * ops.where(ops.min(ops.abs(clipped)) == 0, 1.5, 1.0)\n",
             )
         ],
         [OPTIMIZER_TESTS, "-k", "zero_gradient_row_and_column"],
@@ -88,10 +88,10 @@ MUTANTS = [
         OPTIMIZER,
         [
             (
-                "        momentum = self._momentum[index]\n",
+                "        self._apply_update(_times(clipped, factors), variable, index, rows)\n",
                 "        frozen = ops.max(ops.abs(gradient)) > 1e15\n"
-                "        update = ops.where(frozen, 0 * update, update)\n"
-                "        momentum = self._momentum[index]\n",
+                "        clipped = ops.where(frozen, 0 * clipped, clipped)\n"
+                "        self._apply_update(_times(clipped, factors), variable, index, rows)\n",
             )
         ],
         [OPTIMIZER_TESTS, "-k", "extreme_gradient_magnitudes"],
@@ -103,10 +103,17 @@ MUTANTS = [
         ["tests/python/test_models.py", "-k", "conv1d_einsum or attention"],
     ),
     Mutant(
-        "JAX updates not chained (every variable's temporaries at once)",
-        OPTIMIZER,
-        [('if keras.backend.backend() != "jax" or 0 in', "if True or 0 in")],
+        "JAX's factored step as separate operations (every gradient alive at once)",
+        "python/adafactor/_jax.py",
+        [("    if not isinstance(clock, jax.core.Tracer):", "    if True:")],
         ["tests/python/test_memory.py", "-k", "compiled_step"],
+        backend="jax",
+    ),
+    Mutant(
+        "JAX's updates all started at once (no limit in flight)",
+        "python/adafactor/_jax.py",
+        [("IN_FLIGHT = 6", "IN_FLIGHT = 10**6")],
+        ["tests/python/test_memory.py", "-k", "every_gradient"],
         backend="jax",
     ),
     Mutant(

@@ -48,16 +48,20 @@ _OWN_ARGUMENTS = (
 
 def _limits(dtype) -> tuple[float, float]:
     """The floor and the cap of second-moment values. The floor (the smallest
-    normal number) keeps epsilon_1 = 0 from dividing by zero; the cap, its
-    inverse, keeps sums of squares that overflow finite. Both keep 1 / v a
-    normal number (CPUs flush subnormals to zero, and inf * 0 is NaN)."""
+    normal number) keeps epsilon_1 = 0 from dividing by zero; the cap keeps
+    sums of squares that overflow finite. Both keep 1 / v a normal number
+    (CPUs flush subnormals to zero, and inf * 0 is NaN): the cap 1/16 of
+    the floor's inverse, since 1 / cap computed in a TensorFlow graph can
+    round below the floor, where it was flushed to zero (a rank-3 variable
+    with gradients of 1e30 took a wrong step; found by
+    test_a_step_compiled_as_fit_compiles_it_moves_as_the_reference)."""
     tiny = float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
-    return tiny, 1 / tiny
+    return tiny, 1 / (16 * tiny)
 
 
 def _largest_gradient(dtype) -> float:
     """The largest gradient entry kept as it is: its square is at most the
-    cap. A larger one (|g| > ~9e18 in float32) is clipped to it, so that its
+    cap. A larger one (|g| > ~2e18 in float32) is clipped to it, so that its
     square stays finite and the step equals the one the same direction gets
     from smaller gradients (Adafactor's step does not depend on the
     gradient's scale), where an infinite square would clip it to zero."""
@@ -111,6 +115,21 @@ def _clip_finite(gradient, largest):
     """`gradient` with finite entries clipped to +-`largest`; an infinite
     entry stays infinite and poisons the variable, as in Keras's Adam."""
     return ops.where(ops.isfinite(gradient), ops.clip(gradient, -largest, largest), gradient)
+
+
+def _times(gradient, factors):
+    """`gradient` times each of `factors` (broadcasting)."""
+    for factor in factors:
+        gradient = gradient * factor
+    return gradient
+
+
+def _clipped_square(gradient, largest):
+    """`_clip_finite(gradient, largest) ** 2`, exactly, from the gradient
+    itself: XLA then fuses the clip into both of its users (this square and
+    the update) instead of keeping a clipped copy of the gradient."""
+    square = ops.square(gradient)
+    return ops.where(ops.isfinite(gradient), ops.minimum(square, largest * largest), square)
 
 
 @keras.saving.register_keras_serializable(package="adafactor")
@@ -331,40 +350,20 @@ class Adafactor(keras.optimizers.Optimizer):
     # -- one variable at a time ----------------------------------------------
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        """Keras's loop over the variables; on JAX, each update made to
-        depend on the previous one's new value (praxis's trick). XLA's CPU
-        scheduler otherwise runs the variables' updates side by side, each
-        with a full-size temporary (the gradient's square, which its
-        reductions take materialised): the chain leaves one variable's. It
-        runs from the last variable to the first, the order in which
-        backpropagation makes the gradients, so that each is consumed soon
-        after it is made. Measured by `make bench` (bench/fit_peak.py):
-        TensorFlow's peak is lower without the chain, and PyTorch runs
-        eagerly, in place (`_torch.py`)."""
-        self._anchor = None
+        """Keras's loop over the variables; on JAX, through a `_jax.Pipeline`
+        and from the last variable to the first, the order in which
+        backpropagation makes the gradients (an update waits for the one
+        `_jax.IN_FLIGHT` before it, which must then not wait for a late
+        gradient)."""
         if keras.backend.backend() == "jax":
-            grads, trainable_variables = list(reversed(grads)), list(reversed(trainable_variables))
+            from adafactor import _jax
+
+            self._pipeline = _jax.Pipeline()
+            grads, trainable_variables = grads[::-1], trainable_variables[::-1]
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
-            self._anchor = None
-
-    def _after_previous(self, gradient):
-        """`gradient` + 0, the zero computed from the previous variable's new
-        value: a data dependency (XLA's CPU scheduler drops control-only ones,
-        `optimization_barrier` included) that changes no number."""
-        anchor = getattr(self, "_anchor", None)
-        if anchor is None:
-            return gradient
-        return gradient + ops.cast(anchor, gradient.dtype)
-
-    def _anchor_on(self, variable):
-        """Zero, computed from one entry of `variable`'s new value (finite
-        whatever that is: a NaN variable poisons no other one)."""
-        if keras.backend.backend() != "jax" or 0 in tuple(variable.shape):
-            return None
-        first = variable[(0,) * len(variable.shape)]
-        return 0.0 * ops.nan_to_num(ops.cast(first, "float32"), nan=0.0, posinf=0.0, neginf=0.0)
+            self._pipeline = None
 
     def update_step(self, gradient, variable, learning_rate):
         """One Adafactor step for one variable.
@@ -380,7 +379,6 @@ class Adafactor(keras.optimizers.Optimizer):
         """
         index = self._get_variable_index(variable)
         dtype = self._state_dtype(variable)
-        shape = tuple(variable.shape)
         rows, gradient = split_rows(gradient)
         step = ops.cast(self.iterations + 1, dtype)
         decay = 1 - ops.power(step, self.beta_2_decay)
@@ -393,9 +391,63 @@ class Adafactor(keras.optimizers.Optimizer):
                 self, gradient, variable, learning_rate, index, step, decay, largest
             )
             return
-        gradient = self._after_previous(ops.cast(gradient, dtype))
-        gradient = _clip_finite(gradient, _largest_gradient(dtype))
-        grad_square = ops.square(gradient)
+        gradient = ops.cast(gradient, dtype)
+        pipeline = getattr(self, "_pipeline", None)
+        if row is not None and rows is None and pipeline is not None:
+            # One operation of the step (`_jax.py`): the whole step without
+            # beta_1, the factors' update with it.
+            arguments = (
+                gradient,
+                variable,
+                ops.convert_to_tensor(learning_rate),
+                index,
+                step,
+                decay,
+            )
+            if self._momentum[index] is None:
+                pipeline.run(self._whole_step, arguments, [], [variable, row, col], clock=step)
+                return
+            factors = pipeline.run(self._fused_factors, arguments, [variable], [row, col], step)
+            clipped = _clip_finite(gradient, _largest_gradient(dtype))
+        else:
+            clipped = _clip_finite(gradient, _largest_gradient(dtype))
+            factors = self._update_factors(
+                clipped, ops.square(clipped), variable, learning_rate, index, rows, step, decay
+            )
+        self._apply_update(_times(clipped, factors), variable, index, rows)
+
+    def _fused_factors(self, gradient, variable, learning_rate, index, step, decay):
+        """`_update_factors` of a dense gradient, written for XLA: the clip
+        made in each of its uses, so that no clipped copy is kept."""
+        largest = _largest_gradient(self._state_dtype(variable))
+        return self._update_factors(
+            _clip_finite(gradient, largest),
+            _clipped_square(gradient, largest),
+            variable,
+            learning_rate,
+            index,
+            None,
+            step,
+            decay,
+        )
+
+    def _whole_step(self, gradient, variable, learning_rate, index, step, decay):
+        """The step of a variable without momentum, all of it (dense)."""
+        factors = self._fused_factors(gradient, variable, learning_rate, index, step, decay)
+        clipped = _clip_finite(gradient, _largest_gradient(self._state_dtype(variable)))
+        self._apply_update(_times(clipped, factors), variable, index, None)
+
+    def _update_factors(
+        self, clipped, grad_square, variable, learning_rate, index, rows, step, decay
+    ):
+        """Update the second moment (its factors, or the full one) from the
+        clipped gradient and its square; return what the clipped gradient
+        is multiplied by (broadcasting) to give the step before momentum:
+        1 / sqrt(v), clipped to RMS `clip_threshold`, times the step size.
+        A factored variable's are a column and a row vector."""
+        dtype = self._state_dtype(variable)
+        shape = tuple(variable.shape)
+        row, col = self._row[index], self._col[index]
         if row is not None:
             # 1/sqrt(v) = rsqrt(r / mean(r)) * rsqrt(c), a row vector times a
             # column vector: never 0 * inf, so a zero gradient row and column
@@ -405,16 +457,17 @@ class Adafactor(keras.optimizers.Optimizer):
             )
         else:
             scale = self._full_scale(self._second[index], grad_square, decay, rows, shape)
-            mean_square = ops.sum(ops.square(gradient * scale)) / math.prod(shape)
+            mean_square = ops.sum(ops.square(clipped * scale)) / math.prod(shape)
         clip = ops.maximum(1.0, ops.sqrt(mean_square) / self.clip_threshold)
         factor = self._step_size(learning_rate, variable, step, dtype) / clip
         if row is not None:
-            update = (
-                gradient * ops.expand_dims(row_scale * factor, -1) * ops.expand_dims(col_scale, -2)
-            )
-        else:
-            update = gradient * (scale * factor)
+            return ops.expand_dims(row_scale * factor, -1), ops.expand_dims(col_scale, -2)
+        return (scale * factor,)
+
+    def _apply_update(self, update, variable, index, rows):
+        """Momentum (with beta_1), then `variable -= update`."""
         momentum = self._momentum[index]
+        shape = tuple(variable.shape)
         if momentum is not None:
             update = spread(rows, ops.cast(update, "float32"), shape)
             if keras.backend.standardize_dtype(momentum.dtype) == "float32":
@@ -429,7 +482,6 @@ class Adafactor(keras.optimizers.Optimizer):
         if rows is not None and momentum is None:
             update = join_rows(rows, update, shape)
         self.assign_sub(variable, update)
-        self._anchor = self._anchor_on(variable)
 
     def get_config(self) -> dict:
         config = super().get_config()

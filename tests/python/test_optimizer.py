@@ -231,6 +231,72 @@ def test_extreme_gradient_magnitudes_give_finite_steps(magnitude, rms_form):
         assert_close(ours, expected, rtol=3e-7, atol=0)  # a few float32 units
 
 
+def run_as_fit_does(optimizer, grads, shapes=SHAPES):
+    """Apply `grads` as `fit()` applies an optimizer: on JAX
+    `stateless_apply` under `jax.jit` (each factored update one XLA
+    operation, `_jax.py`), on TensorFlow `apply` in a `tf.function`, on
+    PyTorch eagerly. Returns the final values (float64)."""
+    variables = [keras.Variable(v) for v in initial_values(shapes)]
+    optimizer.build(variables)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        step = jax.jit(optimizer.stateless_apply)
+        values = [v.value for v in variables]
+        state = [v.value for v in optimizer.variables]
+        for step_grads in grads:
+            values, state = step(state, [jax.numpy.asarray(g) for g in step_grads], values)
+        return [np.asarray(v, np.float64) for v in values]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        step = tf.function(lambda step_grads: optimizer.apply(step_grads, variables))
+        for step_grads in grads:
+            step([tf.constant(g) for g in step_grads])
+        return [keras.ops.convert_to_numpy(v).astype(np.float64) for v in variables]
+    for step_grads in grads:
+        optimizer.apply([keras.ops.convert_to_tensor(g) for g in step_grads], variables)
+    return [keras.ops.convert_to_numpy(v).astype(np.float64) for v in variables]
+
+
+COMPILED_OPTIONS = {
+    "defaults": {},
+    "beta_1": {"beta_1": 0.9},
+    "bfloat16 momentum": {"beta_1": 0.9, "momentum_dtype": "bfloat16"},
+    "fixed step": {
+        "relative_step": False,
+        "learning_rate": 0.01,
+        "scale_parameter": False,
+        "clip_threshold": 0.5,
+    },
+}
+
+
+@pytest.mark.parametrize("magnitude", [None, 1e30], ids=["normal", "1e30"])
+@pytest.mark.parametrize("options", list(COMPILED_OPTIONS))
+def test_a_step_compiled_as_fit_compiles_it_moves_as_the_reference(options, magnitude):
+    """The path `fit()` takes (on JAX a `lax.cond` per factored variable,
+    the clip made inside and outside it) against the float64 reference,
+    with gradients whose squares overflow float32 too."""
+    kwargs = COMPILED_OPTIONS[options]
+    grads = gradient_sequence(SHAPES, 8)
+    if magnitude:
+        grads = [[(np.sign(g) * magnitude).astype("float32") for g in step] for step in grads]
+    actual = run_as_fit_does(optimizer_adafactor(**kwargs), grads)
+    expected = reference_trajectory(kwargs, SHAPES, grads)
+    assert_moves_like(actual, expected, initial_values(SHAPES))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_gradient_poisons_its_variable_in_a_compiled_step(bad):
+    grads = gradient_sequence(SHAPES, 2)
+    grads[1][1][0, 0] = bad
+    ours = run_as_fit_does(optimizer_adafactor(beta_1=0.9), grads)
+    assert np.isnan(ours[1]).any()
+    assert all(np.isfinite(v).all() for i, v in enumerate(ours) if i != 1)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_gradients_poison_the_variable_as_in_keras_adam(bad):
     grads = gradient_sequence(SHAPES, 2)
