@@ -163,11 +163,10 @@ def test_fits_compiled_step_holds_about_sgds_temporaries(options, allowed):
 @JAX_ONLY
 def test_a_step_given_every_gradient_starts_a_few_updates_at_once():
     """`stateless_apply` alone, every gradient given: the updates run at
-    most `_jax.IN_FLIGHT` at a time (each holds a copy of its variable), not
-    all twelve together."""
+    most 6 at a time (`_jax.IN_FLIGHT`; each holds a copy of its variable),
+    not all twelve together (12 variables' temporaries: slower, and 1.5 x
+    the parameters at the peak)."""
     import jax
-
-    from adafactor import _jax
 
     shapes = [(512, 512)] * 12
     optimizer = optimizer_adafactor()
@@ -179,4 +178,4 @@ def test_a_step_given_every_gradient_starts_a_few_updates_at_once():
         [v.value for v in optimizer.variables], grads, [v.value for v in variables]
     ).compile()
     one_variable = 512 * 512 * 4
-    assert compiled.memory_analysis().temp_size_in_bytes <= (_jax.IN_FLIGHT + 1.5) * one_variable
+    assert compiled.memory_analysis().temp_size_in_bytes <= 7.5 * one_variable
