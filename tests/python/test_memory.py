@@ -143,7 +143,9 @@ def compiled_train_step(optimizer, width=512, layers=12, batch=64):
     [
         ({}, 0.1),
         ({"beta_1": 0.9}, 0.3),
-        ({"beta_1": 0.9, "momentum_dtype": "bfloat16"}, 0.3),
+        # The float32 momentum before it is stored rounded is a full-size
+        # temporary: +0.20 x here, +0.39 x on JAX 0.4.38's XLA.
+        ({"beta_1": 0.9, "momentum_dtype": "bfloat16"}, 0.45),
     ],
     ids=["defaults", "beta_1", "bfloat16 momentum"],
 )
@@ -152,8 +154,10 @@ def test_fits_compiled_step_holds_about_sgds_temporaries(options, allowed):
     (`_jax.py`), run as soon as its gradient exists: the temporaries (the
     gradients alive at once, above all) stay near SGD's, where the same
     math as separate operations holds every gradient at once (+0.84 x the
-    parameters here; +0.01 as one operation, +0.20 with beta_1, whose
-    momentum is updated outside it)."""
+    parameters with JAX 0.10; +0.01 as one operation, +0.20 with beta_1,
+    whose momentum is updated outside it). The older XLA of JAX 0.4.38
+    schedules differently (there the separate operations hold less than
+    SGD's): the bounds hold on both."""
     sgd, parameters = compiled_train_step(keras.optimizers.SGD(0.01))
     ours, _ = compiled_train_step(optimizer_adafactor(**options))
     above = (ours.temp_size_in_bytes - sgd.temp_size_in_bytes) / parameters
