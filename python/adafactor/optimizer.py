@@ -354,8 +354,11 @@ class Adafactor(keras.optimizers.Optimizer):
         and from the last variable to the first, the order in which
         backpropagation makes the gradients (an update waits for the one
         `_jax.IN_FLIGHT` before it, which must then not wait for a late
-        gradient)."""
-        if keras.backend.backend() == "jax":
+        gradient). Not under a Keras distribution: with sharded variables
+        the conditionals hold collectives, and several run at once; on four
+        CPU devices the devices then waited in different collectives
+        (tests/python/scale_out/jax_batch_on_model_axis.py)."""
+        if keras.backend.backend() == "jax" and keras.distribution.distribution() is None:
             from adafactor import _jax
 
             self._pipeline = _jax.Pipeline()
@@ -408,12 +411,12 @@ class Adafactor(keras.optimizers.Optimizer):
                 pipeline.run(self._whole_step, arguments, [], [variable, row, col], clock=step)
                 return
             factors = pipeline.run(self._fused_factors, arguments, [variable], [row, col], step)
-            clipped = _clip_finite(gradient, _largest_gradient(dtype))
-        else:
-            clipped = _clip_finite(gradient, _largest_gradient(dtype))
-            factors = self._update_factors(
-                clipped, ops.square(clipped), variable, learning_rate, index, rows, step, decay
-            )
+            self._apply_factors(gradient, factors, variable, index)
+            return
+        clipped = _clip_finite(gradient, _largest_gradient(dtype))
+        factors = self._update_factors(
+            clipped, ops.square(clipped), variable, learning_rate, index, rows, step, decay
+        )
         self._apply_update(_times(clipped, factors), variable, index, rows)
 
     def _fused_factors(self, gradient, variable, learning_rate, index, step, decay):
@@ -434,6 +437,11 @@ class Adafactor(keras.optimizers.Optimizer):
     def _whole_step(self, gradient, variable, learning_rate, index, step, decay):
         """The step of a variable without momentum, all of it (dense)."""
         factors = self._fused_factors(gradient, variable, learning_rate, index, step, decay)
+        self._apply_factors(gradient, factors, variable, index)
+
+    def _apply_factors(self, gradient, factors, variable, index):
+        """The clipped dense gradient times `factors`, applied (`_apply_update`):
+        the clip made here again, fused by XLA, rather than kept."""
         clipped = _clip_finite(gradient, _largest_gradient(self._state_dtype(variable)))
         self._apply_update(_times(clipped, factors), variable, index, None)
 
