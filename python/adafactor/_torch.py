@@ -21,7 +21,9 @@ def factored_step(optimizer, gradient, variable, learning_rate, index, step, dec
     shape = tuple(variable.shape)
     with torch.no_grad():
         dtype = row.value.dtype
-        grad = gradient.to(dtype)  # the gradient itself when of the state's dtype
+        # The gradient itself when a tensor of the state's dtype (a NumPy
+        # array, as `apply_gradients` may be given, is made a tensor).
+        grad = ops.convert_to_tensor(gradient).to(dtype)
         # (clip(g))^2 = min(g^2, largest^2): the clipped gradient's square.
         square = torch.square(grad).clamp_(max=largest * largest)
         row_scale, col_scale, mean_square = optimizer._factored_scales(
