@@ -1,6 +1,9 @@
 """`make bench`, part three: the optimizer state each device holds under
 Keras's `ModelParallel` (JAX, 4 host devices), measured on the arrays after
-`build()`, beside what `adafactor.memory_report()` predicts.
+`build()`, beside what `adafactor.memory_report()` predicts; then the
+memory of one device in `fit()`'s train step: the parameters and state it
+holds (its shards) and the temporaries of the compiled step (XLA's memory
+analysis of the per-device program), against SGD's.
 
 The model: Dense(1024) -> Dense(64) on 64 features, the first kernel
 (64, 1024) laid out (None, "model"), the second (1024, 64) ("model", None),
@@ -11,6 +14,8 @@ the first bias ("model",).
 
 import math
 import os
+
+import numpy as np
 
 os.environ["KERAS_BACKEND"] = "jax"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
@@ -49,6 +54,8 @@ def main():
     layout_map[".*d1/kernel"] = (None, "model")
     layout_map[".*d1/bias"] = ("model",)
     layout_map[".*d2/kernel"] = ("model", None)
+    layout_map["s[0-9]*[02468]/kernel"] = (None, "model")
+    layout_map["s[0-9]*[13579]/kernel"] = ("model", None)
     keras.distribution.set_distribution(
         keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch")
     )
@@ -78,5 +85,59 @@ def main():
         )
 
 
+STEP_WIDTH, STEP_LAYERS, STEP_BATCH = 2048, 8, 64
+
+
+def step_memory(make_optimizer):
+    """(bytes held, temporaries) of one device in the train step `fit()`
+    compiles (jax.jit of `train_step`, the state donated), and the
+    parameter bytes a device holds. Held: parameters and optimizer state,
+    counted from the arrays (the compiled step leaves out the ones it does
+    not read, e.g. Keras Adafactor's velocity of a factored kernel).
+    The model: 8 x Dense(2048), the kernels sharded alternately on their
+    output and input axis, as in a Megatron MLP."""
+    import jax
+
+    model = keras.Sequential(
+        [keras.Input((STEP_WIDTH,))]
+        + [keras.layers.Dense(STEP_WIDTH, name=f"s{i}") for i in range(STEP_LAYERS)]
+    )
+    model.compile(optimizer=make_optimizer(), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    state = tuple(
+        [v.value for v in variables]
+        for variables in (
+            model.trainable_variables,
+            model.non_trainable_variables,
+            model.optimizer.variables,
+            model.metrics_variables,
+        )
+    )
+    data = (np.zeros((STEP_BATCH, STEP_WIDTH), "float32"),) * 2
+    compiled = jax.jit(model.train_step, donate_argnums=0).lower(state, data).compile()
+    parameters = held(model.trainable_variables)
+    holding = parameters + held(model.optimizer.variables)
+    return holding, compiled.memory_analysis().temp_size_in_bytes, parameters
+
+
+def print_step_memory():
+    print(
+        f"\n{STEP_LAYERS} x Dense({STEP_WIDTH}) under ModelParallel on 4 devices, one "
+        "device's train step, x its parameter bytes\n\n"
+        "| optimizer | parameters and state | temporaries | peak above SGD's |\n|---|---|---|---|"
+    )
+    results = {"SGD": step_memory(lambda: keras.optimizers.SGD(0.01))}
+    for name, make in OPTIMIZERS.items():
+        results[name] = step_memory(make)
+    floor = sum(results["SGD"][:2])
+    for name, (holding, temporaries, parameters) in results.items():
+        above = (holding + temporaries - floor) / parameters
+        print(
+            f"| {name} | {holding / parameters:.3f} | {temporaries / parameters:.3f} | "
+            f"{above:+.2f} |"
+        )
+
+
 if __name__ == "__main__":
     main()
+    print_step_memory()
