@@ -3,7 +3,8 @@ Keras's `ModelParallel` (JAX, 4 host devices), measured on the arrays after
 `build()`, beside what `adafactor.memory_report()` predicts; then the
 memory of one device in `fit()`'s train step: the parameters and state it
 holds (its shards) and the temporaries of the compiled step (XLA's memory
-analysis of the per-device program), against SGD's.
+analysis of the per-device program), against SGD's, under ModelParallel and
+under DataParallel.
 
 The model: Dense(1024) -> Dense(64) on 64 features, the first kernel
 (64, 1024) laid out (None, "model"), the second (1024, 64) ("model", None),
@@ -54,8 +55,8 @@ def main():
     layout_map[".*d1/kernel"] = (None, "model")
     layout_map[".*d1/bias"] = ("model",)
     layout_map[".*d2/kernel"] = ("model", None)
-    layout_map["s[0-9]*[02468]/kernel"] = (None, "model")
-    layout_map["s[0-9]*[13579]/kernel"] = ("model", None)
+    layout_map[".*/s[0246]/kernel"] = (None, "model")
+    layout_map[".*/s[1357]/kernel"] = ("model", None)
     keras.distribution.set_distribution(
         keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch")
     )
@@ -120,9 +121,9 @@ def step_memory(make_optimizer):
     return holding, compiled.memory_analysis().temp_size_in_bytes, parameters
 
 
-def print_step_memory():
+def print_step_memory(distribution):
     print(
-        f"\n{STEP_LAYERS} x Dense({STEP_WIDTH}) under ModelParallel on 4 devices, one "
+        f"\n{STEP_LAYERS} x Dense({STEP_WIDTH}) under {distribution} on 4 devices, one "
         "device's train step, x its parameter bytes\n\n"
         "| optimizer | parameters and state | temporaries | peak above SGD's |\n|---|---|---|---|"
     )
@@ -140,4 +141,6 @@ def print_step_memory():
 
 if __name__ == "__main__":
     main()
-    print_step_memory()
+    print_step_memory("ModelParallel")  # the distribution main() set
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    print_step_memory("DataParallel")

@@ -117,6 +117,20 @@ MUTANTS = [
         backend="jax",
     ),
     Mutant(
+        "JAX's one-operation step off under any Keras distribution",
+        OPTIMIZER,
+        [('if keras.backend.backend() == "jax":', "if False:")],
+        ["tests/python/test_memory.py", "-k", "data_parallel"],
+        backend="jax",
+    ),
+    Mutant(
+        "JAX's one-operation step for variables cut across devices (deadlocks)",
+        OPTIMIZER,
+        [("and pipeline is not None and _is_replicated(variable):", "and pipeline is not None:")],
+        ["tests/python/test_scale_out.py", "-k", "batch_on_the_model_axis"],
+        backend="jax",
+    ),
+    Mutant(
         "JAX DataParallel silently not set (one device does the work)",
         "tests/python/scale_out/jax_distributed.py",
         [

@@ -111,6 +111,20 @@ def _layout_without_axis(layout, axis, rank):
     return jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec(*axes))
 
 
+def _is_replicated(variable) -> bool:
+    """Whether every device holds all of `variable` (no Keras distribution,
+    `DataParallel`, or a layout that cuts no axis): its step then needs no
+    collective. Unknown layouts count as cut."""
+    layout = getattr(variable, "_layout", None)
+    if layout is None:
+        return True
+    if isinstance(layout, keras.distribution.TensorLayout):
+        axes = layout.axes
+    else:
+        axes = getattr(layout, "spec", None)
+    return axes is not None and all(axis is None for axis in axes)
+
+
 def _clip_finite(gradient, largest):
     """`gradient` with finite entries clipped to +-`largest`; an infinite
     entry stays infinite and poisons the variable, as in Keras's Adam."""
@@ -354,11 +368,8 @@ class Adafactor(keras.optimizers.Optimizer):
         and from the last variable to the first, the order in which
         backpropagation makes the gradients (an update waits for the one
         `_jax.IN_FLIGHT` before it, which must then not wait for a late
-        gradient). Not under a Keras distribution: with sharded variables
-        the conditionals hold collectives, and several run at once; on four
-        CPU devices the devices then waited in different collectives
-        (tests/python/scale_out/jax_batch_on_model_axis.py)."""
-        if keras.backend.backend() == "jax" and keras.distribution.distribution() is None:
+        gradient)."""
+        if keras.backend.backend() == "jax":
             from adafactor import _jax
 
             self._pipeline = _jax.Pipeline()
@@ -396,9 +407,13 @@ class Adafactor(keras.optimizers.Optimizer):
             return
         gradient = ops.cast(gradient, dtype)
         pipeline = getattr(self, "_pipeline", None)
-        if row is not None and rows is None and pipeline is not None:
+        if row is not None and rows is None and pipeline is not None and _is_replicated(variable):
             # One operation of the step (`_jax.py`): the whole step without
-            # beta_1, the factors' update with it.
+            # beta_1, the factors' update with it. Not for a variable cut
+            # across devices: its conditional would hold collectives, which
+            # XLA's CPU runtime does not order with the step's others (four
+            # CPU devices waited in different collectives:
+            # tests/python/scale_out/jax_batch_on_model_axis.py).
             arguments = (
                 gradient,
                 variable,

@@ -47,9 +47,9 @@ def assert_trains(losses):
 
 
 def test_jax_model_parallel_with_the_batch_on_the_model_axis_finishes():
-    """Collectives in several conditionals at once deadlocked four CPU
-    devices (`_jax.py`'s one-operation step is off under a distribution);
-    a hang ends at the timeout, which kills the child, and fails."""
+    """Collectives in conditionals deadlocked four CPU devices (`_jax.py`'s
+    one-operation step is off for variables cut across devices); a hang
+    ends at the timeout, which kills the child, and fails."""
     pytest.importorskip("jax", reason="the jax backend is optional")
     result = run_script("jax_batch_on_model_axis.py", timeout=240)
     assert_trains(result["losses"])

@@ -1,7 +1,8 @@
 """ModelParallel on four host devices, the batch cut on the same axis as the
 kernels (so XLA's step holds all-to-all and all-reduce collectives): fit()
-must finish. Each factored step as one conditional (`_jax.py`), several at
-once, deadlocked here: the devices waited in different collectives.
+must finish. Each factored step of a cut kernel as one conditional
+(`_jax.py`) deadlocked here, even one conditional at a time: the devices
+waited in different collectives.
 
 Usage: jax_batch_on_model_axis.py
 """
