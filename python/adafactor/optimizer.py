@@ -125,10 +125,41 @@ def _is_replicated(variable) -> bool:
     return axes is not None and all(axis is None for axis in axes)
 
 
+def _unfused_factored_step():
+    """Where each operation runs unfused, one full-size result at a time
+    (PyTorch; TensorFlow without XLA), the `factored_step` of `_torch.py` or
+    `_tensorflow.py`: the same math with fewer full-size temporaries. None
+    where a compiler fuses the step (JAX; TensorFlow under XLA)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        from adafactor import _torch
+
+        return _torch.factored_step
+    if backend == "tensorflow":
+        from adafactor import _tensorflow
+
+        if _tensorflow.runs_unfused():
+            return _tensorflow.factored_step
+    return None
+
+
 def _clip_finite(gradient, largest):
     """`gradient` with finite entries clipped to +-`largest`; an infinite
     entry stays infinite and poisons the variable, as in Keras's Adam."""
     return ops.where(ops.isfinite(gradient), ops.clip(gradient, -largest, largest), gradient)
+
+
+def _rms(x):
+    """sqrt(mean(x ** 2)); on TensorFlow as a Euclidean norm, which squares
+    inside its reduction: its graph executor would keep a full-size square."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        from adafactor import _tensorflow
+
+        if _tensorflow.runs_unfused():
+            return tf.math.reduce_euclidean_norm(x) / math.sqrt(math.prod(x.shape))
+    return ops.sqrt(ops.mean(ops.square(x)))
 
 
 def _times(gradient, factors):
@@ -316,8 +347,7 @@ class Adafactor(keras.optimizers.Optimizer):
             rho = ops.cast(learning_rate, dtype)
         if not self.scale_parameter:
             return rho
-        value = ops.cast(variable, dtype)
-        rms = ops.sqrt(ops.mean(ops.square(value)))
+        rms = _rms(ops.cast(variable, dtype))
         return ops.maximum(ops.cast(self.epsilon_2, dtype), rms) * rho
 
     def _factored_scales(self, row, col, grad_square, decay, rows, shape, form=None):
@@ -329,20 +359,29 @@ class Adafactor(keras.optimizers.Optimizer):
         With a row-sparse gradient (`rows` not None) `grad_square` holds the
         rows present only: the factors get what the dense gradient would give
         them, and the scales come back for those rows."""
-        tiny, cap = _limits(row.dtype)
         # The sparse axis is axis 0: the column factor's too when rank > 2.
         col_rows = rows if len(shape) > 2 else None
         if rows is None:
             col_mean = ops.mean(grad_square, axis=-2)
         else:
             col_mean = spread(col_rows, ops.sum(grad_square, axis=-2), col.shape) / shape[-2]
-        self.assign(col, ops.minimum(decay * col + (1 - decay) * (col_mean + self.epsilon_1), cap))
-        col_norm = pick(col_rows, ops.maximum(col, tiny))
         row_mean = spread(rows, ops.mean(grad_square, axis=-1), row.shape)
+        row_norm, col_norm = self._new_factors(row, col, col_mean, row_mean, decay, rows, shape)
         if rows is None and (form or self._rms_in_use) == "matvec":
             weighted = ops.squeeze(ops.matmul(grad_square, ops.expand_dims(1 / col_norm, -1)), -1)
         else:  # a row sum beside row_mean's: one pass over the gradient
             weighted = ops.sum(grad_square / ops.expand_dims(col_norm, -2), axis=-1)
+        mean_square = ops.sum(weighted / row_norm) / math.prod(shape)
+        return ops.rsqrt(row_norm), ops.rsqrt(col_norm), mean_square
+
+    def _new_factors(self, row, col, col_mean, row_mean, decay, rows, shape):
+        """Decay the factors towards the means of the clipped square gradient
+        over its rows (`col_mean`) and columns (`row_mean`); return the
+        column factor and the row factor over its mean, floored (for the
+        rows present when `rows` is not None)."""
+        tiny, cap = _limits(row.dtype)
+        col_rows = rows if len(shape) > 2 else None
+        self.assign(col, ops.minimum(decay * col + (1 - decay) * (col_mean + self.epsilon_1), cap))
         self.assign(
             row,
             ops.minimum(
@@ -350,8 +389,7 @@ class Adafactor(keras.optimizers.Optimizer):
             ),
         )
         row_norm = pick(rows, ops.maximum(row / ops.mean(row, axis=-1, keepdims=True), tiny))
-        mean_square = ops.sum(weighted / row_norm) / math.prod(shape)
-        return ops.rsqrt(row_norm), ops.rsqrt(col_norm), mean_square
+        return row_norm, pick(col_rows, ops.maximum(col, tiny))
 
     def _full_scale(self, second, grad_square, decay, rows, shape):
         """Update a full second moment; return 1 / sqrt(v) (for the rows
@@ -397,13 +435,10 @@ class Adafactor(keras.optimizers.Optimizer):
         step = ops.cast(self.iterations + 1, dtype)
         decay = 1 - ops.power(step, self.beta_2_decay)
         row, col = self._row[index], self._col[index]
-        if keras.backend.backend() == "torch" and row is not None and rows is None:
-            from adafactor import _torch
-
+        unfused_step = _unfused_factored_step() if row is not None and rows is None else None
+        if unfused_step is not None:
             largest = _largest_gradient(dtype)
-            _torch.factored_step(
-                self, gradient, variable, learning_rate, index, step, decay, largest
-            )
+            unfused_step(self, gradient, variable, learning_rate, index, step, decay, largest)
             return
         gradient = ops.cast(gradient, dtype)
         pipeline = getattr(self, "_pipeline", None)
