@@ -131,6 +131,17 @@ MUTANTS = [
         backend="jax",
     ),
     Mutant(
+        "TensorFlow's column scale as a plain product (grappler: a full-size outer product)",
+        "python/adafactor/_tensorflow.py",
+        [
+            (
+                "update = tf.math.multiply_no_nan(update, tf.expand_dims",
+                "update = tf.math.multiply(update, tf.expand_dims",
+            )
+        ],
+        ["tests/python/test_memory.py", "-k", "graph_step"],
+    ),
+    Mutant(
         "JAX DataParallel silently not set (one device does the work)",
         "tests/python/scale_out/jax_distributed.py",
         [
