@@ -45,6 +45,19 @@ MUTANTS = [
             )
         ],
         [OPTIMIZER_TESTS, "-k", "zero_gradient_row_and_column"],
+        backend="jax",  # the generic step; TensorFlow and PyTorch have their own
+    ),
+    Mutant(
+        "TensorFlow's step 1.5 x too large where a gradient row and column are zero",
+        "python/adafactor/_tensorflow.py",
+        [
+            (
+                "    factor = optimizer._step_size(learning_rate, variable, step, dtype) / clip\n",
+                "    factor = optimizer._step_size(learning_rate, variable, step, dtype) / clip\n"
+                "    factor = factor * tf.where(tf.reduce_min(tf.abs(gradient)) == 0, 1.5, 1.0)\n",
+            )
+        ],
+        [OPTIMIZER_TESTS, "-k", "zero_gradient_row_and_column"],
     ),
     Mutant(
         "bfloat16 variables never updated",
