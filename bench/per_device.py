@@ -97,25 +97,15 @@ def step_memory(make_optimizer):
     not read, e.g. Keras Adafactor's velocity of a factored kernel).
     The model: 8 x Dense(2048), the kernels sharded alternately on their
     output and input axis, as in a Megatron MLP."""
-    import jax
+    from adafactor import _jax
 
     model = keras.Sequential(
         [keras.Input((STEP_WIDTH,))]
         + [keras.layers.Dense(STEP_WIDTH, name=f"s{i}") for i in range(STEP_LAYERS)]
     )
     model.compile(optimizer=make_optimizer(), loss="mse")
-    model.optimizer.build(model.trainable_variables)
-    state = tuple(
-        [v.value for v in variables]
-        for variables in (
-            model.trainable_variables,
-            model.non_trainable_variables,
-            model.optimizer.variables,
-            model.metrics_variables,
-        )
-    )
     data = (np.zeros((STEP_BATCH, STEP_WIDTH), "float32"),) * 2
-    compiled = jax.jit(model.train_step, donate_argnums=0).lower(state, data).compile()
+    compiled = _jax.compiled_train_step(model, data)
     parameters = held(model.trainable_variables)
     holding = parameters + held(model.optimizer.variables)
     return holding, compiled.memory_analysis().temp_size_in_bytes, parameters

@@ -26,14 +26,30 @@ together, each with a copy of its variable: measured, 12 x Dense(4096):
 none and 6 in flight leave the same temporaries in Keras's compiled train
 step; 4 layers of a transformer's matrices: a step 2.7 x Adam's time with
 none, 1.2 x with 6, 1.1 x with 2 (where `fit()` holds more).
+
+XLA's compiler frees what it used into the C library's heap, which keeps it:
+for a step with Adafactor's many small operations some 50 MiB more than for
+SGD's (12 x Dense(512), measured; Keras's Adafactor alike). The step's first
+run then allocates its buffers on top of that. `release_after_compile`
+hands those free pages back (glibc's `malloc_trim`) once XLA has compiled a
+step that traced this optimizer: in `fit()` of 12 x Dense(4096) the peak
+fell by about 60 MiB (0.08 x the parameters).
 """
 
 from __future__ import annotations
+
+import ctypes
+import functools
 
 import jax
 import keras
 
 IN_FLIGHT = 6
+
+# Set False to leave the C library's heap alone after compiling.
+RELEASE_AFTER_COMPILE = True
+# JAX's monitoring event at the end of each XLA compilation (jax >= 0.4).
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
 class Pipeline:
@@ -85,3 +101,60 @@ def as_one_operation(compute, arguments, reads, writes, clock, wait=None):
     for variable, value in zip(writes, values, strict=True):
         variable.assign(value)
     return result, done
+
+
+def compiled_train_step(model, data):
+    """A compiled Keras `model`'s train step on `data` (inputs, targets),
+    compiled as `fit()` compiles it (keras/src/backend/jax/trainer.py:
+    `jax.jit` of `train_step`, the state donated): for measuring its memory
+    (`memory_analysis()`; the tests and `make bench`)."""
+    model.optimizer.build(model.trainable_variables)
+    state = tuple(
+        [v.value for v in variables]
+        for variables in (
+            model.trainable_variables,
+            model.non_trainable_variables,
+            model.optimizer.variables,
+            model.metrics_variables,
+        )
+    )
+    return jax.jit(model.train_step, donate_argnums=0).lower(state, data).compile()
+
+
+class _Release:
+    """Whether a traced step awaits its compilation, and how many times
+    free memory was handed back (for tests)."""
+
+    pending = False
+    listening = False
+    count = 0
+
+
+def release_after_compile(arrays) -> None:
+    """When `arrays` are traced (a step being compiled), hand the heap's
+    free pages back to the system after XLA's next compilation. Eagerly,
+    with `RELEASE_AFTER_COMPILE` False, or without glibc: nothing."""
+    if not RELEASE_AFTER_COMPILE or _malloc_trim() is None:
+        return
+    if not any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(arrays)):
+        return
+    if not _Release.listening:
+        jax.monitoring.register_event_duration_secs_listener(_after_event)
+        _Release.listening = True
+    _Release.pending = True
+
+
+def _after_event(event, duration, **kwargs) -> None:
+    if event == COMPILE_EVENT and _Release.pending:
+        _Release.pending = False
+        _malloc_trim()(0)
+        _Release.count += 1
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's `malloc_trim`, or None (another C library)."""
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:  # pragma: no cover - no C library to load
+        return None

@@ -51,6 +51,12 @@ def _mean_square(x, shape, axis=None):
     return tf.square(tf.math.reduce_euclidean_norm(x, axis=axis)) / count
 
 
+def rms(x):
+    """sqrt(mean(x ** 2)) of a tensor of static shape, as a Euclidean norm
+    (which squares inside its reduction)."""
+    return tf.math.reduce_euclidean_norm(x) / math.sqrt(math.prod(x.shape))
+
+
 def factored_step(optimizer, gradient, variable, learning_rate, index, step, decay, largest):
     """One step of `optimizer` for `variable`, in the state's dtype (float32
     for float16 and bfloat16 variables)."""
@@ -71,4 +77,8 @@ def factored_step(optimizer, gradient, variable, learning_rate, index, step, dec
     update = tf.math.multiply_no_nan(update, tf.expand_dims(tf.math.rsqrt(col_norm), -2))
     clip = tf.maximum(1.0, tf.sqrt(_mean_square(update, shape)) / optimizer.clip_threshold)
     factor = optimizer._step_size(learning_rate, variable, step, dtype) / clip
-    optimizer._apply_update(update * factor, variable, index, None)
+    update = update * factor
+    # The momentum read only now: the executor would read (and, bfloat16,
+    # widen) every variable's momentum at the step's start, all at once.
+    with tf.control_dependencies([update]):
+        optimizer._apply_update(update, variable, index, None)

@@ -150,15 +150,13 @@ def _clip_finite(gradient, largest):
 
 
 def _rms(x):
-    """sqrt(mean(x ** 2)); on TensorFlow as a Euclidean norm, which squares
-    inside its reduction: its graph executor would keep a full-size square."""
+    """sqrt(mean(x ** 2)); where TensorFlow runs unfused, `_tensorflow.rms`
+    (its graph executor would keep a full-size square)."""
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
         from adafactor import _tensorflow
 
         if _tensorflow.runs_unfused():
-            return tf.math.reduce_euclidean_norm(x) / math.sqrt(math.prod(x.shape))
+            return _tensorflow.rms(x)
     return ops.sqrt(ops.mean(ops.square(x)))
 
 
@@ -406,11 +404,13 @@ class Adafactor(keras.optimizers.Optimizer):
         and from the last variable to the first, the order in which
         backpropagation makes the gradients (an update waits for the one
         `_jax.IN_FLIGHT` before it, which must then not wait for a late
-        gradient)."""
+        gradient); a traced step also asks for the compiler's freed memory
+        back once it is compiled (`_jax.release_after_compile`)."""
         if keras.backend.backend() == "jax":
             from adafactor import _jax
 
             self._pipeline = _jax.Pipeline()
+            _jax.release_after_compile(grads)
             grads, trainable_variables = grads[::-1], trainable_variables[::-1]
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
