@@ -144,6 +144,13 @@ MUTANTS = [
         backend="jax",
     ),
     Mutant(
+        "JAX's compiler memory never handed back (the event missed)",
+        "python/adafactor/_jax.py",
+        [("    if event == COMPILE_EVENT and _Release.pending:", "    if False:")],
+        ["tests/python/test_memory.py", "-k", "free_heap"],
+        backend="jax",
+    ),
+    Mutant(
         "TensorFlow's column scale as a plain product (grappler: a full-size outer product)",
         "python/adafactor/_tensorflow.py",
         [
