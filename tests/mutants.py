@@ -162,6 +162,12 @@ MUTANTS = [
         ["tests/python/test_memory.py", "-k", "graph_step"],
     ),
     Mutant(
+        "TensorFlow's momentum read at the step's start (every variable's at once)",
+        "python/adafactor/_tensorflow.py",
+        [("    with tf.control_dependencies([update]):", "    if True:")],
+        ["tests/python/test_memory.py", "-k", "momentum_after"],
+    ),
+    Mutant(
         "JAX DataParallel silently not set (one device does the work)",
         "tests/python/scale_out/jax_distributed.py",
         [
