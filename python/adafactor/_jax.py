@@ -122,12 +122,11 @@ def compiled_train_step(model, data):
 
 
 class _Release:
-    """Whether a traced step awaits its compilation, and how many times
-    free memory was handed back (for tests)."""
+    """Whether a traced step awaits its compilation, and whether the
+    listener is registered (once a process)."""
 
     pending = False
     listening = False
-    count = 0
 
 
 def release_after_compile(arrays) -> None:
@@ -148,7 +147,6 @@ def _after_event(event, duration, **kwargs) -> None:
     if event == COMPILE_EVENT and _Release.pending:
         _Release.pending = False
         _malloc_trim()(0)
-        _Release.count += 1
 
 
 @functools.cache
