@@ -10,8 +10,15 @@ update in place beside the one Keras-ops source).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from keras import ops
+
+
+def rms(x):
+    """sqrt(mean(x ** 2)) as a norm: no square of `x` kept."""
+    return torch.linalg.vector_norm(x) / math.sqrt(x.numel())
 
 
 def factored_step(optimizer, gradient, variable, learning_rate, index, step, decay, largest):

@@ -125,21 +125,22 @@ def _is_replicated(variable) -> bool:
     return axes is not None and all(axis is None for axis in axes)
 
 
-def _unfused_factored_step():
+def _unfused_backend():
     """Where each operation runs unfused, one full-size result at a time
-    (PyTorch; TensorFlow without XLA), the `factored_step` of `_torch.py` or
-    `_tensorflow.py`: the same math with fewer full-size temporaries. None
-    where a compiler fuses the step (JAX; TensorFlow under XLA)."""
+    (PyTorch; TensorFlow without XLA), `_torch` or `_tensorflow`: their
+    `factored_step` (the same math with fewer full-size temporaries) and
+    `rms`. None where a compiler fuses the step (JAX; TensorFlow under
+    XLA)."""
     backend = keras.backend.backend()
     if backend == "torch":
         from adafactor import _torch
 
-        return _torch.factored_step
+        return _torch
     if backend == "tensorflow":
         from adafactor import _tensorflow
 
         if _tensorflow.runs_unfused():
-            return _tensorflow.factored_step
+            return _tensorflow
     return None
 
 
@@ -150,13 +151,11 @@ def _clip_finite(gradient, largest):
 
 
 def _rms(x):
-    """sqrt(mean(x ** 2)); where TensorFlow runs unfused, `_tensorflow.rms`
-    (its graph executor would keep a full-size square)."""
-    if keras.backend.backend() == "tensorflow":
-        from adafactor import _tensorflow
-
-        if _tensorflow.runs_unfused():
-            return _tensorflow.rms(x)
+    """sqrt(mean(x ** 2)); where operations run unfused, the backend's own
+    (a norm: no full-size square kept)."""
+    unfused = _unfused_backend()
+    if unfused is not None:
+        return unfused.rms(x)
     return ops.sqrt(ops.mean(ops.square(x)))
 
 
@@ -435,10 +434,12 @@ class Adafactor(keras.optimizers.Optimizer):
         step = ops.cast(self.iterations + 1, dtype)
         decay = 1 - ops.power(step, self.beta_2_decay)
         row, col = self._row[index], self._col[index]
-        unfused_step = _unfused_factored_step() if row is not None and rows is None else None
-        if unfused_step is not None:
+        unfused = _unfused_backend() if row is not None and rows is None else None
+        if unfused is not None:
             largest = _largest_gradient(dtype)
-            unfused_step(self, gradient, variable, learning_rate, index, step, decay, largest)
+            unfused.factored_step(
+                self, gradient, variable, learning_rate, index, step, decay, largest
+            )
             return
         gradient = ops.cast(gradient, dtype)
         pipeline = getattr(self, "_pipeline", None)
