@@ -113,6 +113,40 @@ def save_hlo(text, label):
             file.write(text)
 
 
+def measure_torch(optimizer, variables, grads, args, label):
+    """PyTorch runs eagerly (Keras's torch optimizers too): the step as
+    `fit()` takes it, `apply` on the variables' device."""
+    import torch
+
+    optimizer.build(variables)
+    sync = torch.cuda.synchronize if args.gpu else (lambda: None)
+    times = []
+    for i in range(args.steps + 5):
+        start = time.perf_counter()
+        optimizer.apply(grads, variables)
+        sync()
+        if i >= 5:
+            times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() if args.gpu else None
+    return statistics.median(times), peak
+
+
+def on_gpu() -> bool:
+    """Whether the backend runs its steps on a GPU (JAX's default device,
+    TensorFlow's and PyTorch's visible GPUs, where they place variables)."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if BACKEND == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 def measure_tensorflow(optimizer, variables, grads, args, label):
     import tensorflow as tf
 
@@ -137,6 +171,9 @@ def measure_tensorflow(optimizer, variables, grads, args, label):
     return statistics.median(times), peak
 
 
+MEASURES = {"jax": measure_jax, "tensorflow": measure_tensorflow, "torch": measure_torch}
+
+
 def run(args, shapes, tokens=None) -> list[dict]:
     """Every contender on `shapes`; with `tokens`, the first shape is an
     embedding table whose gradient is row-sparse, `tokens` rows a step
@@ -148,7 +185,7 @@ def run(args, shapes, tokens=None) -> list[dict]:
         ids = np.minimum(rng.zipf(1.2, tokens) - 1, shapes[0][0] - 1)
         lookup = rng.normal(scale=1e-3, size=(tokens,) + shapes[0][1:])
         grad_values[0] = (lookup.astype("float32"), ids.astype("int64"))
-    measure = measure_jax if BACKEND == "jax" else measure_tensorflow
+    measure = MEASURES[BACKEND]
     rows = []
     for contender in CONTENDERS:
         adafactor_optimizer.RMS_FORM = contender.rms_form or "auto"
@@ -222,8 +259,7 @@ def main():
         help="tokens a step in the embedding case (default 1024)",
     )
     args = parser.parse_args()
-    # Where the optimizer's "auto" RMS form looks, so both agree.
-    args.gpu = adafactor_optimizer._on_accelerator(keras.Variable(0.0))
+    args.gpu = on_gpu()
     args.d = args.d or (2048 if args.gpu else 512)
     args.layers = args.layers or (5 if args.gpu else 4)
     args.steps = args.steps or (100 if args.gpu else 30)

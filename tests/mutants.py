@@ -138,9 +138,23 @@ MUTANTS = [
     ),
     Mutant(
         "JAX's one-operation step for variables cut across devices (deadlocks)",
-        OPTIMIZER,
-        [("and pipeline is not None and _is_replicated(variable):", "and pipeline is not None:")],
+        "python/adafactor/_jax.py",
+        [("pipeline is not None and _is_replicated(variable)", "pipeline is not None")],
         ["tests/python/test_scale_out.py", "-k", "batch_on_the_model_axis"],
+        backend="jax",
+    ),
+    Mutant(
+        "JAX's CPU conditional in a step lowered for a GPU or TPU",
+        "python/adafactor/_jax.py",
+        [("default=branch(elsewhere)", "default=branch(on_cpu)")],
+        ["tests/python/test_platforms.py"],
+        backend="jax",
+    ),
+    Mutant(
+        "JAX's CPU RMS form (matrix-vector) in a step lowered for a GPU or TPU",
+        "python/adafactor/_jax.py",
+        [('compute(*arguments, forced or "fused")', 'compute(*arguments, forced or "matvec")')],
+        ["tests/python/test_platforms.py"],
         backend="jax",
     ),
     Mutant(

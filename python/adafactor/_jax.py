@@ -53,17 +53,89 @@ COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
 class Pipeline:
-    """One step's operations, at most `IN_FLIGHT` at once."""
+    """One step's operations on the CPU, at most `IN_FLIGHT` at once: each
+    follows the one `IN_FLIGHT` places before it."""
 
     def __init__(self):
         self._done = []
 
-    def run(self, compute, arguments, reads, writes, clock):
-        """`as_one_operation`, waiting for the operation `IN_FLIGHT` before."""
-        wait = self._done[-IN_FLIGHT] if len(self._done) >= IN_FLIGHT else None
-        result, done = as_one_operation(compute, arguments, reads, writes, clock, wait)
+    def waiting_for(self):
+        """The flag of the operation the next one follows, or None."""
+        return self._done[-IN_FLIGHT] if len(self._done) >= IN_FLIGHT else None
+
+    def finished(self, done):
         self._done.append(done)
-        return result
+
+
+def factored_step(optimizer, gradient, variable, learning_rate, index, step, decay):
+    """The step of a factored variable with a dense gradient, as the
+    platform it is lowered for wants it (`jax.lax.platform_dependent`: the
+    compiler of another platform never sees the other branch). On the CPU
+    one operation (`as_one_operation`) in the optimizer's `Pipeline`, and
+    the update's RMS as a matrix-vector product; elsewhere the plain step,
+    which XLA fuses and schedules for memory itself, and the row-sum RMS
+    form (measured fastest on an H200). A variable cut across devices
+    takes the plain step on the CPU too (its conditional would hold
+    collectives, which XLA's CPU runtime does not order with the step's
+    others: four CPU devices waited in different collectives,
+    tests/python/scale_out/jax_batch_on_model_axis.py)."""
+    from adafactor.optimizer import _is_replicated, rms_form_override
+
+    forced = rms_form_override()
+    momentum = optimizer._momentum[index] is not None
+    row, col = optimizer._row[index], optimizer._col[index]
+    # With beta_1 the operation updates the factors and returns the scales;
+    # the momentum and the variable are updated after it, in place (a
+    # conditional's results cannot share its operands' buffers).
+    reads, writes = ([variable], [row, col]) if momentum else ([], [variable, row, col])
+    compute = optimizer.fused_factors if momentum else optimizer.whole_step
+    arguments = (gradient, variable, keras.ops.convert_to_tensor(learning_rate), index, step, decay)
+    pipeline = getattr(optimizer, "_pipeline", None)
+    one_operation = pipeline is not None and _is_replicated(variable)
+
+    def on_cpu():
+        form = forced or "matvec"
+        if not one_operation:
+            return compute(*arguments, form), None
+        run = functools.partial(compute, form=form)
+        return as_one_operation(run, arguments, reads, writes, step, pipeline.waiting_for())
+
+    def elsewhere():
+        return compute(*arguments, forced or "fused"), None
+
+    result, done = by_platform(on_cpu, elsewhere, reads + writes, writes, step)
+    if one_operation:
+        pipeline.finished(done)
+    if momentum:
+        optimizer.apply_factors(gradient, result, variable, index)
+
+
+def by_platform(on_cpu, elsewhere, variables, writes, clock):
+    """`on_cpu()` where the step is lowered for the CPU, `elsewhere()` where
+    it is lowered for any other platform. Each may read the Keras variables
+    in `variables` and assign those in `writes`, and returns its result and
+    a flag (or None); their new values are assigned here. `clock` is a
+    traced scalar (the step count). Eagerly, the platform of JAX's default
+    device decides."""
+    if not isinstance(clock, jax.core.Tracer):
+        return on_cpu() if jax.default_backend() == "cpu" else elsewhere()
+
+    def branch(run):
+        def traced(values):
+            state = list(zip(variables, values, strict=True))
+            with keras.StatelessScope(state_mapping=state) as scope:
+                result, done = run()
+            new_values = [scope.get_current_value(variable) for variable in writes]
+            return result, new_values, jax.numpy.isfinite(clock) if done is None else done
+
+        return traced
+
+    result, values, done = jax.lax.platform_dependent(
+        [v.value for v in variables], cpu=branch(on_cpu), default=branch(elsewhere)
+    )
+    for variable, value in zip(writes, values, strict=True):
+        variable.assign(value)
+    return result, done
 
 
 def as_one_operation(compute, arguments, reads, writes, clock, wait=None):
@@ -103,11 +175,12 @@ def as_one_operation(compute, arguments, reads, writes, clock, wait=None):
     return result, done
 
 
-def compiled_train_step(model, data):
+def lowered_train_step(model, data, platforms=None):
     """A compiled Keras `model`'s train step on `data` (inputs, targets),
-    compiled as `fit()` compiles it (keras/src/backend/jax/trainer.py:
-    `jax.jit` of `train_step`, the state donated): for measuring its memory
-    (`memory_analysis()`; the tests and `make bench`)."""
+    lowered as `fit()` lowers it (keras/src/backend/jax/trainer.py:
+    `jax.jit` of `train_step`, the state donated), for `platforms` (JAX's
+    names, e.g. `("cuda",)`; None: the devices'): for what XLA makes of it
+    (the tests and `make bench`)."""
     model.optimizer.build(model.trainable_variables)
     state = tuple(
         [v.value for v in variables]
@@ -118,7 +191,13 @@ def compiled_train_step(model, data):
             model.metrics_variables,
         )
     )
-    return jax.jit(model.train_step, donate_argnums=0).lower(state, data).compile()
+    traced = jax.jit(model.train_step, donate_argnums=0).trace(state, data)
+    return traced.lower(lowering_platforms=platforms)
+
+
+def compiled_train_step(model, data):
+    """`lowered_train_step` compiled, for its memory (`memory_analysis()`)."""
+    return lowered_train_step(model, data).compile()
 
 
 class _Release:
@@ -130,10 +209,13 @@ class _Release:
 
 
 def release_after_compile(arrays) -> None:
-    """When `arrays` are traced (a step being compiled), hand the heap's
-    free pages back to the system after XLA's next compilation. Eagerly,
-    with `RELEASE_AFTER_COMPILE` False, or without glibc: nothing."""
-    if not RELEASE_AFTER_COMPILE or _malloc_trim() is None:
+    """When `arrays` are traced (a step being compiled) and JAX compiles for
+    the CPU, hand the heap's free pages back to the system after XLA's next
+    compilation. Eagerly, on another platform, with `RELEASE_AFTER_COMPILE`
+    False, or without glibc: nothing. (A trace does not know the platform
+    it will be lowered for, and the trim is the host's: JAX's default
+    platform, which `fit()` compiles for, decides.)"""
+    if not RELEASE_AFTER_COMPILE or jax.default_backend() != "cpu" or _malloc_trim() is None:
         return
     if not any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(arrays)):
         return

@@ -68,29 +68,32 @@ def _largest_gradient(dtype) -> float:
     return math.sqrt(_limits(dtype)[1])
 
 
-def _rms_form(variable) -> str:
-    """RMS_FORM, with "auto" resolved for where `variable` lives."""
+def rms_form_override() -> str | None:
+    """RMS_FORM when it forces a form (tests, `make bench`); None for "auto"."""
     if RMS_FORM not in _RMS_FORMS:
         raise ValueError(
             f"adafactor.optimizer.RMS_FORM must be one of "
             f"{', '.join(map(repr, _RMS_FORMS))}; got {RMS_FORM!r}."
         )
-    if RMS_FORM != "auto":
-        return RMS_FORM
-    return "fused" if _on_accelerator(variable) else "matvec"
+    return None if RMS_FORM == "auto" else RMS_FORM
+
+
+def _rms_form(variable) -> str:
+    """RMS_FORM, with "auto" resolved by the device `variable` lives on (on
+    JAX the platform the step is lowered for decides instead: `_jax.py`)."""
+    return rms_form_override() or ("fused" if _on_accelerator(variable) else "matvec")
 
 
 def _on_accelerator(variable) -> bool:
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    if backend == "torch":
+    """Whether `variable` lives on a GPU or TPU: TensorFlow and PyTorch run
+    a variable's step where the variable is (not wherever a GPU is visible:
+    a model kept on the CPU of a GPU machine takes the CPU's form)."""
+    if keras.backend.backend() == "torch":
         return variable.value.device.type != "cpu"
-    import tensorflow as tf  # places ops on a GPU whenever one is visible
-
-    return bool(tf.config.list_logical_devices("GPU"))
+    # TensorFlow: the tf.Variable's placement (a graph's tensors have none);
+    # Keras's TensorFlow optimizer hands `update_step` the tf.Variable itself.
+    device = str(getattr(getattr(variable, "_value", variable), "device", "")).upper()
+    return "GPU:" in device or "TPU:" in device
 
 
 def _layout_without_axis(layout, axis, rank):
@@ -317,8 +320,7 @@ class Adafactor(keras.optimizers.Optimizer):
         """Create the state of `state_specs()` for each variable."""
         if self.built:
             return
-        # Chosen once, off the hot path.
-        self._rms_in_use = _rms_form(var_list[0]) if var_list else "auto"
+        rms_form_override()  # a bad RMS_FORM fails here, before training
         super().build(var_list)
         self._row, self._col, self._second, self._momentum = [], [], [], []
         for variable in var_list:
@@ -347,7 +349,7 @@ class Adafactor(keras.optimizers.Optimizer):
         rms = _rms(ops.cast(variable, dtype))
         return ops.maximum(ops.cast(self.epsilon_2, dtype), rms) * rho
 
-    def _factored_scales(self, row, col, grad_square, decay, rows, shape, form=None):
+    def _factored_scales(self, row, col, grad_square, decay, rows, shape, form):
         """Update the factors; return the row and column scales (the unclipped
         update is g_ij * row_scale_i * col_scale_j = g_ij / sqrt(v_ij)) and
         the update's mean square, had without forming the update:
@@ -364,7 +366,7 @@ class Adafactor(keras.optimizers.Optimizer):
             col_mean = spread(col_rows, ops.sum(grad_square, axis=-2), col.shape) / shape[-2]
         row_mean = spread(rows, ops.mean(grad_square, axis=-1), row.shape)
         row_norm, col_norm = self._new_factors(row, col, col_mean, row_mean, decay, rows, shape)
-        if rows is None and (form or self._rms_in_use) == "matvec":
+        if rows is None and form == "matvec":
             weighted = ops.squeeze(ops.matmul(grad_square, ops.expand_dims(1 / col_norm, -1)), -1)
         else:  # a row sum beside row_mean's: one pass over the gradient
             weighted = ops.sum(grad_square / ops.expand_dims(col_norm, -2), axis=-1)
@@ -399,12 +401,9 @@ class Adafactor(keras.optimizers.Optimizer):
     # -- one variable at a time ----------------------------------------------
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        """Keras's loop over the variables; on JAX, through a `_jax.Pipeline`
-        and from the last variable to the first, the order in which
-        backpropagation makes the gradients (an update waits for the one
-        `_jax.IN_FLIGHT` before it, which must then not wait for a late
-        gradient); a traced step also asks for the compiler's freed memory
-        back once it is compiled (`_jax.release_after_compile`)."""
+        """Keras's loop over the variables; on JAX with a `_jax.Pipeline` for
+        the step compiled for the CPU (`_jax.py`), from the last variable to
+        the first, the order in which backpropagation makes the gradients."""
         if keras.backend.backend() == "jax":
             from adafactor import _jax
 
@@ -433,8 +432,8 @@ class Adafactor(keras.optimizers.Optimizer):
         rows, gradient = split_rows(gradient)
         step = ops.cast(self.iterations + 1, dtype)
         decay = 1 - ops.power(step, self.beta_2_decay)
-        row, col = self._row[index], self._col[index]
-        unfused = _unfused_backend() if row is not None and rows is None else None
+        dense_factored = self._row[index] is not None and rows is None
+        unfused = _unfused_backend() if dense_factored else None
         if unfused is not None:
             largest = _largest_gradient(dtype)
             unfused.factored_step(
@@ -442,35 +441,26 @@ class Adafactor(keras.optimizers.Optimizer):
             )
             return
         gradient = ops.cast(gradient, dtype)
-        pipeline = getattr(self, "_pipeline", None)
-        if row is not None and rows is None and pipeline is not None and _is_replicated(variable):
-            # One operation of the step (`_jax.py`): the whole step without
-            # beta_1, the factors' update with it. Not for a variable cut
-            # across devices: its conditional would hold collectives, which
-            # XLA's CPU runtime does not order with the step's others (four
-            # CPU devices waited in different collectives:
-            # tests/python/scale_out/jax_batch_on_model_axis.py).
-            arguments = (
-                gradient,
-                variable,
-                ops.convert_to_tensor(learning_rate),
-                index,
-                step,
-                decay,
-            )
-            if self._momentum[index] is None:
-                pipeline.run(self._whole_step, arguments, [], [variable, row, col], clock=step)
-                return
-            factors = pipeline.run(self._fused_factors, arguments, [variable], [row, col], step)
-            self._apply_factors(gradient, factors, variable, index)
+        if dense_factored and keras.backend.backend() == "jax":
+            from adafactor import _jax
+
+            _jax.factored_step(self, gradient, variable, learning_rate, index, step, decay)
             return
         clipped = _clip_finite(gradient, _largest_gradient(dtype))
         factors = self._update_factors(
-            clipped, ops.square(clipped), variable, learning_rate, index, rows, step, decay
+            clipped,
+            ops.square(clipped),
+            variable,
+            learning_rate,
+            index,
+            rows,
+            step,
+            decay,
+            _rms_form(variable),
         )
         self._apply_update(_times(clipped, factors), variable, index, rows)
 
-    def _fused_factors(self, gradient, variable, learning_rate, index, step, decay):
+    def fused_factors(self, gradient, variable, learning_rate, index, step, decay, form):
         """`_update_factors` of a dense gradient, written for XLA: the clip
         made in each of its uses, so that no clipped copy is kept."""
         largest = _largest_gradient(self._state_dtype(variable))
@@ -483,21 +473,22 @@ class Adafactor(keras.optimizers.Optimizer):
             None,
             step,
             decay,
+            form,
         )
 
-    def _whole_step(self, gradient, variable, learning_rate, index, step, decay):
+    def whole_step(self, gradient, variable, learning_rate, index, step, decay, form):
         """The step of a variable without momentum, all of it (dense)."""
-        factors = self._fused_factors(gradient, variable, learning_rate, index, step, decay)
-        self._apply_factors(gradient, factors, variable, index)
+        factors = self.fused_factors(gradient, variable, learning_rate, index, step, decay, form)
+        self.apply_factors(gradient, factors, variable, index)
 
-    def _apply_factors(self, gradient, factors, variable, index):
+    def apply_factors(self, gradient, factors, variable, index):
         """The clipped dense gradient times `factors`, applied (`_apply_update`):
         the clip made here again, fused by XLA, rather than kept."""
         clipped = _clip_finite(gradient, _largest_gradient(self._state_dtype(variable)))
         self._apply_update(_times(clipped, factors), variable, index, None)
 
     def _update_factors(
-        self, clipped, grad_square, variable, learning_rate, index, rows, step, decay
+        self, clipped, grad_square, variable, learning_rate, index, rows, step, decay, form
     ):
         """Update the second moment (its factors, or the full one) from the
         clipped gradient and its square; return what the clipped gradient
@@ -512,7 +503,7 @@ class Adafactor(keras.optimizers.Optimizer):
             # column vector: never 0 * inf, so a zero gradient row and column
             # stay finite, and v is never formed.
             row_scale, col_scale, mean_square = self._factored_scales(
-                row, col, grad_square, decay, rows, shape
+                row, col, grad_square, decay, rows, shape, form
             )
         else:
             scale = self._full_scale(self._second[index], grad_square, decay, rows, shape)
