@@ -47,7 +47,7 @@ PYTHON_COVERAGE_FLOOR := 95
 R_COVERAGE_FLOOR := 90
 
 .PHONY: demo test lint coverage site test-python test-lowest test-user-env \
-  test-r test-parity test-site check bench mutants setup document clean
+  test-r test-parity test-site check bench bench-device mutants setup document clean
 demo: setup
 	cd demo && Rscript iris.R
 
@@ -161,6 +161,13 @@ bench: setup
 	KERAS_BACKEND=jax $(PY) bench/bench.py
 	$(PY) bench/fit_peak.py
 	$(PY) bench/per_device.py
+
+# On a machine with a GPU (and GPU builds of JAX, TensorFlow and PyTorch in
+# the Python it runs in, PYTHON=...): each optimizer's step time and fit()
+# peak on that GPU, one CSV (bench/output/device_check.csv). Its tiny CPU
+# mode runs in `make test` (tests/python/test_device_check.py).
+bench-device:
+	$(or $(PYTHON),$(PY)) bench/device_check.py
 
 # Planted defects: the tests must catch each one (slow, so not in `test`).
 mutants: setup

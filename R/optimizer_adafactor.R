@@ -213,3 +213,44 @@ deparse_value <- function(value) {
 }
 
 `%||%` <- function(x, y) if (is.null(x)) y else x
+
+#' Print an Adafactor optimizer
+#'
+#' Shows the call of [optimizer_adafactor()] that makes an optimizer like
+#' `x`: the arguments whose values differ from the defaults (from Python's
+#' `non_default_arguments()`, the same that Python's `repr()` shows), written
+#' in R. A learning-rate schedule is shown by its class.
+#'
+#' @param x An optimizer made by [optimizer_adafactor()].
+#' @param ... Unused.
+#' @returns `x`, invisibly.
+#' @examples
+#' if (adafactor_available()) {
+#'   optimizer_adafactor(learning_rate = 0.01, beta_1 = 0.9)
+#' }
+#' @export
+print.adafactor.optimizer.Adafactor <- function(x, ...) {
+  arguments <- x$non_default_arguments()
+  shown <- vapply(names(arguments), function(name) {
+    paste(name, "=", r_spelling(arguments[[name]]))
+  }, character(1))
+  cat("<Adafactor> optimizer_adafactor(", paste(shown, collapse = ", "), ")\n", sep = "")
+  invisible(x)
+}
+
+# A value of the optimizer's config as R writes it.
+r_spelling <- function(value) {
+  if (is.null(value)) {
+    return("NULL")
+  }
+  if (is.logical(value) || is.character(value)) {
+    return(deparse(value))
+  }
+  if (is.numeric(value)) {
+    return(format(value, digits = 7))
+  }
+  if (is.list(value)) {
+    return(sprintf("<%s>", value$class_name %||% "schedule"))
+  }
+  "<callable>"
+}

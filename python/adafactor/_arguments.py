@@ -7,6 +7,7 @@ value is converted (NA, vectors, lists).
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Callable
@@ -165,6 +166,29 @@ _COERCE = {
 }
 
 
+# What other Adafactors (Hugging Face, torch.optim, optax, t5x) and SGD call
+# an argument that has another name here.
+OTHER_NAMES = {
+    "lr": "learning_rate",
+    "momentum": "beta_1",
+    "decay_rate": "beta_2_decay",
+    "multiply_by_parameter_scale": "scale_parameter",
+    "dtype_momentum": "momentum_dtype",
+}
+
+
+def _did_you_mean(name: str) -> str:
+    """ " (did you mean `beta_1`?)" for another library's name of an
+    argument, or a near miss of one (case, underscores, a typo); else ""."""
+    spelled = {key.replace("_", "").lower(): key for key in _COERCE}
+    nearest = (
+        OTHER_NAMES.get(name)
+        or spelled.get(name.replace("_", "").lower())
+        or next(iter(difflib.get_close_matches(name, list(_COERCE), n=1, cutoff=0.75)), None)
+    )
+    return f" (did you mean `{nearest}`?)" if nearest else ""
+
+
 def coerce_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     """Validate `arguments` and return them coerced to what Keras expects.
 
@@ -173,7 +197,7 @@ def coerce_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     """
     unknown = sorted(set(arguments) - set(_COERCE))
     if unknown:
-        received = ", ".join(f"{key}={arguments[key]!r}" for key in unknown)
+        received = ", ".join(f"{key}={arguments[key]!r}{_did_you_mean(key)}" for key in unknown)
         raise ArgumentError(
             f"Unknown argument(s): {received}. Accepted additional "
             f"arguments: {', '.join(EXTRA_ARGUMENTS)}."

@@ -12,6 +12,7 @@ Rates with Sublinear Memory Cost. https://arxiv.org/abs/1804.04235
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -175,6 +176,35 @@ def _clipped_square(gradient, largest):
     the update) instead of keeping a clipped copy of the gradient."""
     square = ops.square(gradient)
     return ops.where(ops.isfinite(gradient), ops.minimum(square, largest * largest), square)
+
+
+class _Callable:
+    """A learning rate shown as what it is, not by value."""
+
+    def __repr__(self) -> str:
+        return "<callable>"
+
+
+_CALLABLE = _Callable()
+
+
+def _same_value(value, default) -> bool:
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(default, numbers):
+        if isinstance(value, bool) or isinstance(default, bool):
+            return value is default
+        return np.float32(value) == np.float32(default)
+    return value == default
+
+
+def _shown(value) -> str:
+    """A config value as Python writes it; a float to float32's digits, a
+    serialized schedule by its class."""
+    if isinstance(value, float):
+        return format(value, ".7g")
+    if isinstance(value, dict) and "class_name" in value:
+        return f"<{value['class_name']}>"
+    return repr(value)
 
 
 @keras.saving.register_keras_serializable(package="adafactor")
@@ -532,6 +562,33 @@ class Adafactor(keras.optimizers.Optimizer):
         if rows is not None and momentum is None:
             update = join_rows(rows, update, shape)
         self.assign_sub(variable, update)
+
+    def non_default_arguments(self) -> dict[str, Any]:
+        """The arguments whose values differ from the defaults, in the order
+        of `get_config()`: what `repr()` (and R's `print()`) shows. Numbers
+        are compared as float32, as Keras keeps its hyperparameters; a
+        learning-rate schedule is its config (a dict)."""
+        defaults = {}
+        for function in (keras.optimizers.Optimizer.__init__, Adafactor.__init__):
+            for name, parameter in inspect.signature(function).parameters.items():
+                if parameter.default is not inspect.Parameter.empty:
+                    defaults[name] = parameter.default
+        try:
+            config = self.get_config()
+        except Exception:  # a callable learning rate Keras cannot serialize (a lambda)
+            config = {key: getattr(self, key, None) for key in defaults}
+            config["learning_rate"] = _CALLABLE
+        return {
+            key: value
+            for key, value in config.items()
+            if key in defaults and not _same_value(value, defaults[key])
+        }
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{key}={_shown(value)}" for key, value in self.non_default_arguments().items()
+        )
+        return f"Adafactor({shown})"
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -194,6 +194,26 @@ def test_unknown_kwargs_are_named_in_the_error():
         optimizer_adafactor(bogus=1)
 
 
+@pytest.mark.parametrize(
+    "given, meant",
+    [
+        ("beta1", "beta_1"),  # the underscore left out
+        ("Beta_1", "beta_1"),  # the case
+        ("scale_paramter", "scale_parameter"),  # a typo
+        ("learningrate", "learning_rate"),
+        ("lr", "learning_rate"),  # another library's name
+        ("momentum", "beta_1"),
+        ("dtype_momentum", "momentum_dtype"),
+    ],
+)
+def test_a_misspelt_argument_is_answered_with_the_nearest_accepted_name(given, meant):
+    with pytest.raises(ArgumentError) as error:
+        optimizer_adafactor(**{given: 0.5})
+    assert str(error.value).startswith(
+        f"Unknown argument(s): {given}=0.5 (did you mean `{meant}`?). Accepted additional"
+    )
+
+
 def test_keyword_only_after_name():
     with pytest.raises(TypeError):
         optimizer_adafactor(
@@ -207,3 +227,28 @@ def test_errors_are_value_errors_naming_argument_value_and_rule():
     message = str(info.value)
     assert message == ("`clip_threshold` must be a finite number > 0. Received: clip_threshold=0")
     assert adafactor.accepted("clip_threshold") in message
+
+
+def test_repr_shows_the_non_default_arguments_and_makes_the_same_optimizer():
+    from adafactor import Adafactor
+
+    assert repr(optimizer_adafactor()) == "Adafactor()"
+    opt = optimizer_adafactor(
+        learning_rate=0.01, relative_step=False, name="t5", beta_1=0.9, momentum_dtype="bfloat16"
+    )
+    assert repr(opt) == (
+        "Adafactor(name='t5', learning_rate=0.01, relative_step=False, beta_1=0.9, "
+        "momentum_dtype='bfloat16')"
+    )
+    assert eval(repr(opt), {"Adafactor": Adafactor}).get_config() == opt.get_config()
+    # Written out as the defaults are: nothing shown.
+    assert repr(optimizer_adafactor(learning_rate=0.001, epsilon_1=1e-30, name="adafactor")) == (
+        "Adafactor()"
+    )
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
+    assert repr(optimizer_adafactor(learning_rate=schedule)) == (
+        "Adafactor(learning_rate=<ExponentialDecay>)"
+    )
+    assert repr(optimizer_adafactor(learning_rate=lambda: 0.5)).startswith(
+        "Adafactor(learning_rate=<"
+    )

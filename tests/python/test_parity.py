@@ -102,6 +102,7 @@ def test_r_made_optimizer_has_the_python_config(case):
         ("ema_overwrite_frequency = 2.5", dict(ema_overwrite_frequency=2.5)),
         ("clipnorm = 1, clipvalue = 1", dict(clipnorm=1.0, clipvalue=1.0)),
         ("bogus = 1", dict(bogus=1.0)),
+        ("beta1 = 0.9", dict(beta1=0.9)),
     ],
 )
 def test_r_errors_carry_the_python_message(r_value, python_kwargs):

@@ -62,6 +62,9 @@ test_that("`...` passes named additional arguments and rejects the rest", {
                class = "adafactor_error")
   expect_error(optimizer_adafactor(bogus = 1), "Unknown argument(s): bogus=1.0.",
                fixed = TRUE, class = "adafactor_error")
+  expect_error(optimizer_adafactor(beta1 = 0.9),
+               "Unknown argument(s): beta1=0.9 (did you mean `beta_1`?).",
+               fixed = TRUE, class = "adafactor_error")
 })
 
 test_that("bad values give an R error in the words of the Python rule", {
@@ -107,4 +110,21 @@ test_that("the R-made optimizer keeps the factored state: n + m numbers", {
   expect_identical(shapes[-(1:2)], list(64L, 48L, 48L))
   sizes <- vapply(opt$variables, function(v) length(v$numpy()), integer(1))
   expect_identical(sum(sizes), 2L + 64L + 48L + 48L)
+})
+
+test_that("an optimizer prints the R call that makes it: its non-default arguments", {
+  skip_without_python()
+  expect_output(print(optimizer_adafactor()), "<Adafactor> optimizer_adafactor()",
+                fixed = TRUE)
+  opt <- optimizer_adafactor(learning_rate = 0.01, relative_step = FALSE, name = "t5",
+                             beta_1 = 0.9, momentum_dtype = "bfloat16")
+  shown <- capture.output(print(opt))
+  expect_identical(shown, paste0(
+    "<Adafactor> optimizer_adafactor(name = \"t5\", learning_rate = 0.01, ",
+    "relative_step = FALSE, beta_1 = 0.9, momentum_dtype = \"bfloat16\")"))
+  again <- eval(parse(text = sub("^<Adafactor> ", "", shown)))
+  expect_identical(again$get_config(), opt$get_config())
+  schedule <- learning_rate_schedule_exponential_decay(0.1, 10, 0.9)
+  expect_output(print(optimizer_adafactor(learning_rate = schedule)),
+                "optimizer_adafactor(learning_rate = <ExponentialDecay>)", fixed = TRUE)
 })
