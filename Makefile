@@ -143,22 +143,33 @@ test-parity: setup
 	KERAS_BACKEND=tensorflow $(PY) $(PYTEST) tests/python/test_parity.py
 
 # The tests ran just before, on the installed package (test-r): the check
-# builds, installs, runs the examples and checks the docs.
+# builds, installs, runs the examples and checks the docs, as CRAN would
+# (--as-cran; no network: remote checks and the clock off). It fails on any
+# WARNING or NOTE but the new-submission one (the maintainer's address).
 check: setup
-	_R_CHECK_SYSTEM_CLOCK_=0 R CMD check --no-manual --no-tests $(TARBALL)
+	rm -rf adafactor.Rcheck
+	_R_CHECK_SYSTEM_CLOCK_=0 _R_CHECK_CRAN_INCOMING_REMOTE_=false \
+	  R CMD check --as-cran --no-manual --no-tests $(TARBALL)
+	! grep -E '^\* checking .*\.\.\. (WARNING|NOTE)' adafactor.Rcheck/00check.log \
+	  | grep -v 'CRAN incoming feasibility'
 
 # The pkgdown site, Bootstrap 5 (its CSS ships with it), built offline.
+# Python is started first, so that the reference pages show their examples
+# run (they run only where Python has started: R CMD check does not start it).
 site: setup
-	Rscript -e 'options(pkgdown.internet = FALSE); pkgdown::build_site(new_process = FALSE, install = FALSE)'
+	Rscript -e 'options(pkgdown.internet = FALSE); stopifnot(adafactor::adafactor_available())' \
+	  -e 'pkgdown::build_site(new_process = FALSE, install = FALSE)'
 	@echo "Site built: $(CURDIR)/docs/index.html (reference: docs/reference/optimizer_adafactor.html)"
 
 # The reference page as a reader sees it, in headless Chromium.
 test-site: site
 	ADAFACTOR_SITE=$(CURDIR)/docs Rscript -e 'testthat::test_file("tests/site/test-site.R", stop_on_failure = TRUE)'
 
+# Each part writes its tables to bench/results/ (dated, with versions): the
+# site's benchmarks article reads them.
 bench: setup
-	KERAS_BACKEND=tensorflow $(PY) bench/bench.py
-	KERAS_BACKEND=jax $(PY) bench/bench.py
+	KERAS_BACKEND=tensorflow $(PY) bench/bench.py --write
+	KERAS_BACKEND=jax $(PY) bench/bench.py --write
 	$(PY) bench/fit_peak.py
 	$(PY) bench/per_device.py
 

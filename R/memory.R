@@ -17,14 +17,12 @@
 #'   `optimizer`, `state_bytes`, `times_parameters` (the state over the
 #'   parameters' bytes) and `per_device_bytes` (`NA` without a
 #'   distribution). It prints with the sizes in KiB, MiB or GiB.
-#' @examples
-#' if (adafactor_available()) {
-#'   model <- keras_model_sequential(input_shape = 512) |>
-#'     layer_dense(1024) |>
-#'     layer_dense(10)
-#'   adafactor_memory(model)
-#'   adafactor_memory(model, beta_1 = 0.9, momentum_dtype = "bfloat16")
-#' }
+#' @examplesIf (interactive() || reticulate::py_available()) && adafactor_available()
+#' model <- keras_model_sequential(input_shape = 512) |>
+#'   layer_dense(1024) |>
+#'   layer_dense(10)
+#' adafactor_memory(model)
+#' adafactor_memory(model, beta_1 = 0.9, momentum_dtype = "bfloat16")
 #' @export
 adafactor_memory <- function(model, ...) {
   args <- named_dots(...)

@@ -131,23 +131,21 @@
 #'   [keras3::optimizer_lion()], [keras3::optimizer_rmsprop()],
 #'   [keras3::optimizer_sgd()].
 #'
-#' @examples
-#' if (adafactor_available()) {
-#'   model <- keras_model_sequential(input_shape = 4) |>
-#'     layer_dense(16, activation = "relu") |>
-#'     layer_dense(3, activation = "softmax")
-#'   model |> compile(
-#'     optimizer = optimizer_adafactor(learning_rate = 0.01),
-#'     loss = "sparse_categorical_crossentropy"
-#'   )
+#' @examplesIf (interactive() || reticulate::py_available()) && adafactor_available()
+#' model <- keras_model_sequential(input_shape = 4) |>
+#'   layer_dense(16, activation = "relu") |>
+#'   layer_dense(3, activation = "softmax")
+#' model |> compile(
+#'   optimizer = optimizer_adafactor(learning_rate = 0.01),
+#'   loss = "sparse_categorical_crossentropy"
+#' )
 #'
-#'   # The T5 fine-tuning recipe, through `...`:
-#'   t5 <- optimizer_adafactor(learning_rate = 1e-3, relative_step = FALSE,
-#'                             scale_parameter = FALSE)
+#' # The T5 fine-tuning recipe, through `...`:
+#' t5 <- optimizer_adafactor(learning_rate = 1e-3, relative_step = FALSE,
+#'                           scale_parameter = FALSE)
 #'
-#'   # Keras's own Adafactor (full-size state) is still there:
-#'   keras_own <- keras3::optimizer_adafactor()
-#' }
+#' # Keras's own Adafactor (full-size state) is still there:
+#' keras_own <- keras3::optimizer_adafactor()
 #' @export
 optimizer_adafactor <- function(
     learning_rate = 0.001,
@@ -224,10 +222,8 @@ deparse_value <- function(value) {
 #' @param x An optimizer made by [optimizer_adafactor()].
 #' @param ... Unused.
 #' @returns `x`, invisibly.
-#' @examples
-#' if (adafactor_available()) {
-#'   optimizer_adafactor(learning_rate = 0.01, beta_1 = 0.9)
-#' }
+#' @examplesIf (interactive() || reticulate::py_available()) && adafactor_available()
+#' optimizer_adafactor(learning_rate = 0.01, beta_1 = 0.9)
 #' @export
 print.adafactor.optimizer.Adafactor <- function(x, ...) {
   arguments <- x$non_default_arguments()

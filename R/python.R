@@ -70,7 +70,8 @@ python_in_use <- function() {
 #' that is, when it has keras and numpy; `FALSE` otherwise, without an error.
 #'
 #' @returns `TRUE` or `FALSE`.
-#' @examples
+#' @examplesIf interactive() || reticulate::py_available()
+#' # Starts the Python keras3 uses, if it has not started yet:
 #' adafactor_available()
 #' @export
 adafactor_available <- function() {

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 import adafactor
-from adafactor import optimizer as adafactor_optimizer
+import results  # bench/results.py: this script's folder is on the path
 
 BACKEND = keras.backend.backend()
 
@@ -188,12 +188,13 @@ def run(args, shapes, tokens=None) -> list[dict]:
     measure = MEASURES[BACKEND]
     rows = []
     for contender in CONTENDERS:
-        adafactor_optimizer.RMS_FORM = contender.rms_form or "auto"
         variables = [keras.Variable(v) for v in initial]
         grads = [keras.ops.convert_to_tensor(g) for g in grad_values[tokens and 1 :]]
         if tokens:
             grads.insert(0, embedding_gradient(*grad_values[0], shapes[0]))
         optimizer = contender.make()
+        if contender.rms_form:
+            optimizer.rms_form = contender.rms_form
         seconds, peak = measure(optimizer, variables, grads, args, contender.label)
         params = nbytes(variables)
         rows.append(
@@ -205,7 +206,6 @@ def run(args, shapes, tokens=None) -> list[dict]:
                 peak=peak,
             )
         )
-    adafactor_optimizer.RMS_FORM = "auto"
     return rows
 
 
@@ -213,7 +213,8 @@ def ratio(a, b):
     return "n/a" if a is None or b is None else f"{a / b:.3f}"
 
 
-def report(rows, args, title):
+def report(rows, args, title, parameter_set):
+    """Print the table; return its rows for the results file."""
     params = rows[0]["params"]
     print(
         f"\n{title}; backend {BACKEND} on {'GPU' if args.gpu else 'CPU'}: "
@@ -236,6 +237,21 @@ def report(rows, args, title):
             f"| {ratio(row['seconds'], keras_adafactor['seconds'])} "
             f"| {ratio(row['seconds'], adam['seconds'])} |"
         )
+    return [
+        dict(
+            versions=results.versions(BACKEND),
+            device="gpu" if args.gpu else "cpu",
+            parameters=parameter_set,
+            parameter_mib=round(params / 2**20, 1),
+            optimizer=row["label"],
+            state_over_parameters=round(row["state"] / params, 4),
+            step_ms=round(row["seconds"] * 1e3, 3),
+            peak_over_parameters_and_gradients=ratio(row["peak"], 2 * params),
+            time_vs_keras_adafactor=ratio(row["seconds"], keras_adafactor["seconds"]),
+            time_vs_adam=ratio(row["seconds"], adam["seconds"]),
+        )
+        for row in rows
+    ]
 
 
 def main():
@@ -258,26 +274,35 @@ def main():
         default=1024,
         help="tokens a step in the embedding case (default 1024)",
     )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="write the tables to bench/results/step_time_<backend>.csv (make bench)",
+    )
     args = parser.parse_args()
     args.gpu = on_gpu()
     args.d = args.d or (2048 if args.gpu else 512)
     args.layers = args.layers or (5 if args.gpu else 4)
     args.steps = args.steps or (100 if args.gpu else 30)
-    report(
+    table = report(
         run(args, parameter_shapes(args.d, args.layers)),
         args,
         f"Transformer-shaped, d={args.d}, {args.layers} layers",
+        f"transformer d={args.d} x {args.layers}",
     )
     # An embedding-heavy model: a 32k x 512 table (1024 tokens a step)
     # before a small T5-sized stack (d=512, 2 layers).
     embedding = [(args.vocabulary, 512)] + parameter_shapes(512, 2)
-    report(
+    gradient = "sparse" if BACKEND == "tensorflow" else "dense"
+    table += report(
         run(args, embedding, tokens=args.tokens),
         args,
         f"Embedding {args.vocabulary} x 512 ({args.tokens} tokens a step, "
-        f"{'sparse' if BACKEND == 'tensorflow' else 'dense'} gradient) "
-        f"+ d=512, 2 layers",
+        f"{gradient} gradient) + d=512, 2 layers",
+        f"embedding {args.vocabulary} x 512, {gradient} gradient",
     )
+    if args.write:
+        print(f"\n{results.write(f'step_time_{BACKEND}', table)}")
 
 
 if __name__ == "__main__":

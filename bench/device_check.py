@@ -15,9 +15,10 @@ child process of its own (a backend's peak memory is its process's):
   compiled as Keras compiles it on a GPU (JAX `jit`, TensorFlow XLA, PyTorch
   eagerly), and its ratios to Adam's and Keras Adafactor's from the same run.
 
-Writes one CSV (`bench/output/device_check.csv`, with the date, versions and
-device) and prints a table and the targets: step <= 1.0 x Adam's and
-<= 0.5 x Keras Adafactor's, `fit()` peak <= SGD's + 0.10 x the parameters.
+Writes one CSV (`bench/results/device_check.csv`, with the date, versions and
+device; the site's benchmarks article shows it) and prints a table and the
+targets: step <= 1.0 x Adam's and <= 0.5 x Keras Adafactor's, `fit()` peak
+<= SGD's + 0.10 x the parameters.
 Exits with an error, saying which, where a backend sees no GPU (or is not
 installed); `--cpu` runs the same code on the CPU with tiny sizes.
 """
@@ -25,8 +26,6 @@ installed); `--cpu` runs the same code on the CPU with tiny sizes.
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
 import json
 import os
 import subprocess
@@ -34,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+
+import results  # bench/results.py: this script's folder is on the path
 
 HERE = Path(__file__).resolve().parent
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -57,7 +58,6 @@ TARGETS = "step <= 1.0 x Adam, <= 0.5 x Keras Adafactor; fit() peak <= SGD + 0.1
 def child(backend: str, optimizer_name: str, dtype: str, mode: str) -> None:
     """Measure one optimizer; print a RESULT line (or NO_GPU and exit 3)."""
     os.environ["KERAS_BACKEND"] = backend
-    sys.path.insert(0, str(HERE))
     import keras
     import numpy as np
 
@@ -95,17 +95,9 @@ def child(backend: str, optimizer_name: str, dtype: str, mode: str) -> None:
         parameter_mib=parameters,
         step_ms=seconds * 1e3,
         device=fit_peak.device(backend),
-        versions=versions(backend),
+        versions=results.versions(backend),
     )
     print("RESULT " + json.dumps(result), flush=True)
-
-
-def versions(backend: str) -> str:
-    import keras
-    import numpy
-
-    module = __import__(backend)
-    return f"{backend} {module.__version__}, Keras {keras.__version__}, NumPy {numpy.__version__}"
 
 
 def run_child(backend, optimizer, dtype, mode, timeout):
@@ -139,30 +131,29 @@ def measure(backends, mode, timeout) -> tuple[list[dict], list[str]]:
     rows, problems = [], []
     for backend in backends:
         for dtype in DTYPES:
-            results = {}
+            measured = {}
             for optimizer in OPTIMIZERS:
                 result = run_child(backend, optimizer, dtype, mode, timeout)
                 if result and ("no_gpu" in result or "failed" in result):
                     problems.append(result.get("no_gpu") or f"{backend}: {result['failed']}")
                     break
-                results[optimizer] = result
+                measured[optimizer] = result
                 print(f"  {backend} {dtype} {optimizer}: {result}", flush=True)
-            rows += table_rows(backend, dtype, results)
+            rows += table_rows(backend, dtype, measured)
             if problems and problems[-1].startswith(backend):
                 break
     return rows, problems
 
 
-def table_rows(backend, dtype, results) -> list[dict]:
+def table_rows(backend, dtype, measured) -> list[dict]:
     """Ratios within one backend and dtype, from one run."""
-    sgd, adam, keras_adafactor = (results.get(k) for k in ("SGD", "Adam", "Keras Adafactor"))
+    sgd, adam, keras_adafactor = (measured.get(k) for k in ("SGD", "Adam", "Keras Adafactor"))
     rows = []
-    for optimizer, result in results.items():
+    for optimizer, result in measured.items():
         if result is None:
             continue
         rows.append(
             dict(
-                date=datetime.date.today().isoformat(),
                 backend=backend,
                 versions=result["versions"],
                 device=result["device"],
@@ -223,23 +214,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="tiny sizes on the CPU")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--output", type=Path, default=HERE / "output" / "device_check.csv")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="the CSV (default bench/results/device_check.csv; with --cpu, in bench/output)",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
     mode = "cpu" if args.cpu else "gpu"
+    scratch = HERE / "output" / "device_check_cpu.csv"
+    output = args.output or (scratch if args.cpu else results.RESULTS / "device_check.csv")
     started = time.monotonic()
     rows, problems = measure(args.backends, mode, timeout=120 if mode == "gpu" else 300)
     if rows:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        with args.output.open("w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        results.write(output.stem, rows, output.parent)
         print_table(rows, mode)
-        print(f"\nCSV: {args.output} ({time.monotonic() - started:.0f} s)")
+        print(f"\nCSV: {output} ({time.monotonic() - started:.0f} s)")
     if problems:
         sys.exit(
             "device_check: not measured: "

@@ -4,7 +4,10 @@ Each (backend, model, optimizer) runs `fit()` in a child process of its own;
 the child reports its peak resident memory (`ru_maxrss`; on a GPU the
 backend's peak device memory). SGD's peak is the floor (parameters,
 gradients, activations); the table shows each optimizer's peak above it as
-a multiple of the parameter bytes, and writes a bar chart (R's png()).
+a multiple of the parameter bytes, and writes it as CSV with a bar chart
+(R's png()): `bench/results/fit_peak.csv` and the README's
+`man/figures/fit-peak.png` (`--table` names another file, the chart beside
+it).
 
     python bench/fit_peak.py [--backends tensorflow jax torch] [--models dense]
 
@@ -15,7 +18,6 @@ a keras_hub GPT-2 backbone large enough that its parameters dominate.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -23,8 +25,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import results  # bench/results.py: this script's folder is on the path
+
 HERE = Path(__file__).resolve().parent
-OUTPUT = HERE / "output"
+DEFAULT_TABLE = results.RESULTS / "fit_peak.csv"
+FIGURE = HERE.parent / "man" / "figures" / "fit-peak.png"
 
 OPTIMIZERS = {
     "SGD": "keras.optimizers.SGD(0.01)",
@@ -35,14 +40,19 @@ OPTIMIZERS = {
     "Adam": "keras.optimizers.Adam()",
     "AdamW": "keras.optimizers.AdamW()",
 }
-# What the XLA:CPU plan of the JAX step (`_jax.py`) still buys: this
-# optimizer with a part of it off (`--optimizers` names them; not run by
-# default). The conditional's pipeline off leaves the plain step.
-CPU_PLAN_OFF = {
-    "adafactor, no conditional": "_jax.Pipeline = lambda: None",
+# What the XLA:CPU plan of the JAX step (`_jax.py`) buys: this optimizer
+# with a part of it switched (`--optimizers` names them; not run by
+# default). The conditional off leaves the plain step; on forces it where
+# `_jax.CONDITIONAL_PAYS` leaves it out (jaxlib < 0.5.1).
+CPU_PLAN_VARIANTS = {
+    "adafactor, no conditional": "_jax.CONDITIONAL_PAYS = False",
+    "adafactor, conditional": "_jax.CONDITIONAL_PAYS = True",
     "adafactor, no heap hand-back": "_jax.RELEASE_AFTER_COMPILE = False",
-    "adafactor, neither": "_jax.Pipeline = lambda: None; _jax.RELEASE_AFTER_COMPILE = False",
-    "adafactor beta_1, no conditional": "_jax.Pipeline = lambda: None",
+    "adafactor, neither": "_jax.CONDITIONAL_PAYS = False; _jax.RELEASE_AFTER_COMPILE = False",
+    "adafactor beta_1, no conditional": "_jax.CONDITIONAL_PAYS = False",
+    "adafactor beta_1, conditional": "_jax.CONDITIONAL_PAYS = True",
+    "adafactor beta_1 bf16, no conditional": "_jax.CONDITIONAL_PAYS = False",
+    "adafactor beta_1 bf16, conditional": "_jax.CONDITIONAL_PAYS = True",
 }
 
 
@@ -93,10 +103,10 @@ def child(backend: str, model_name: str, optimizer_name: str) -> None:
         x = [rng.integers(1, 32000, (64, 32)).astype("int32"), np.ones((64, 32), "int32")]
         y = rng.integers(0, 2, 64)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if optimizer_name in CPU_PLAN_OFF:
+    if optimizer_name in CPU_PLAN_VARIANTS:
         from adafactor import _jax  # noqa: F401  (used in exec)
 
-        exec(CPU_PLAN_OFF[optimizer_name])
+        exec(CPU_PLAN_VARIANTS[optimizer_name])
         expression = OPTIMIZERS[optimizer_name.partition(",")[0]]
     else:
         expression = OPTIMIZERS[optimizer_name]
@@ -111,6 +121,7 @@ def child(backend: str, model_name: str, optimizer_name: str) -> None:
                 "peak_mib": peak_mib(backend),
                 "parameter_mib": parameters / 2**20,
                 "device": device(backend),
+                "versions": results.versions(backend),
             }
         )
     )
@@ -169,21 +180,23 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
     parser.add_argument("--models", nargs="+", default=["dense", "gpt2"])
     parser.add_argument(
-        "--optimizers", nargs="+", default=list(OPTIMIZERS), choices=[*OPTIMIZERS, *CPU_PLAN_OFF]
+        "--optimizers",
+        nargs="+",
+        default=list(OPTIMIZERS),
+        choices=[*OPTIMIZERS, *CPU_PLAN_VARIANTS],
     )
-    parser.add_argument("--table", type=Path, default=OUTPUT / "fit_peak.csv")
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     parser.add_argument("--child", nargs=3)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    OUTPUT.mkdir(exist_ok=True)
     rows = []
     for model in args.models:
         for backend in args.backends:
-            results = {o: run_child(backend, model, o) for o in args.optimizers}
-            floor = results.get("SGD")
-            for optimizer, result in results.items():
+            measured = {o: run_child(backend, model, o) for o in args.optimizers}
+            floor = measured.get("SGD")
+            for optimizer, result in measured.items():
                 if result is None or floor is None:
                     continue
                 above = (result["peak_mib"] - floor["peak_mib"]) / result["parameter_mib"]
@@ -192,6 +205,7 @@ def main() -> None:
                         "model": model,
                         "backend": backend,
                         "device": result["device"],
+                        "versions": result["versions"],
                         "optimizer": optimizer,
                         "peak_mib": round(result["peak_mib"]),
                         "parameter_mib": round(result["parameter_mib"]),
@@ -203,12 +217,9 @@ def main() -> None:
                     f"  SGD + {above:5.2f} x parameters",
                     flush=True,
                 )
-    table = args.table
-    with table.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    chart = table.with_suffix(".png")
+    table = results.write(args.table.stem, rows, args.table.parent)
+    # The default table's chart is the README's figure.
+    chart = FIGURE if args.table == DEFAULT_TABLE else table.with_suffix(".png")
     subprocess.run(["Rscript", str(HERE / "fit_peak_chart.R"), str(table), str(chart)], check=True)
     print(f"Table: {table}\nChart: {chart}")
 

@@ -23,6 +23,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 
 import keras  # noqa: E402
 
+import results  # noqa: E402  (bench/results.py: this script's folder is on the path)
 from adafactor import memory_report, optimizer_adafactor  # noqa: E402
 from adafactor.memory import itemsize  # noqa: E402
 
@@ -49,7 +50,8 @@ def held(variables):
     )
 
 
-def main():
+def state_per_device():
+    """The state one device holds under ModelParallel; rows for the results."""
     mesh = keras.distribution.DeviceMesh((1, 4), ["batch", "model"])
     layout_map = keras.distribution.LayoutMap(mesh)
     layout_map[".*d1/kernel"] = (None, "model")
@@ -73,6 +75,7 @@ def main():
         "| optimizer | state per device, KiB | x parameters per device | memory_report() |\n"
         "|---|---|---|---|"
     )
+    table = []
     for name, make in OPTIMIZERS.items():
         optimizer = make()
         optimizer.build(model.trainable_variables)
@@ -84,6 +87,16 @@ def main():
             f"| {name} | {state / 1024:.1f} | {state / parameters:.3f} | "
             f"{'equal' if predicted == state else f'{predicted / 1024:.1f} KiB'} |"
         )
+        table.append(
+            dict(
+                versions=results.versions("jax"),
+                optimizer=name,
+                state_kib=round(state / 1024, 1),
+                times_parameters=round(state / parameters, 3),
+                memory_report_kib=round(predicted / 1024, 1),
+            )
+        )
+    return table
 
 
 STEP_WIDTH, STEP_LAYERS, STEP_BATCH = 2048, 8, 64
@@ -117,20 +130,38 @@ def print_step_memory(distribution):
         "device's train step, x its parameter bytes\n\n"
         "| optimizer | parameters and state | temporaries | peak above SGD's |\n|---|---|---|---|"
     )
-    results = {"SGD": step_memory(lambda: keras.optimizers.SGD(0.01))}
+    measured = {"SGD": step_memory(lambda: keras.optimizers.SGD(0.01))}
     for name, make in OPTIMIZERS.items():
-        results[name] = step_memory(make)
-    floor = sum(results["SGD"][:2])
-    for name, (holding, temporaries, parameters) in results.items():
+        measured[name] = step_memory(make)
+    floor = sum(measured["SGD"][:2])
+    table = []
+    for name, (holding, temporaries, parameters) in measured.items():
         above = (holding + temporaries - floor) / parameters
         print(
             f"| {name} | {holding / parameters:.3f} | {temporaries / parameters:.3f} | "
             f"{above:+.2f} |"
         )
+        table.append(
+            dict(
+                versions=results.versions("jax"),
+                distribution=distribution,
+                optimizer=name,
+                held_x_parameters=round(holding / parameters, 3),
+                temporaries_x_parameters=round(temporaries / parameters, 3),
+                above_sgd_x_parameters=round(above, 2),
+            )
+        )
+    return table
+
+
+def main():
+    """Both tables, written to bench/results/per_device_*.csv."""
+    results.write("per_device_state", state_per_device())
+    step = print_step_memory("ModelParallel")  # the distribution state_per_device() set
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    step += print_step_memory("DataParallel")
+    print(f"\n{results.write('per_device_step', step)}")
 
 
 if __name__ == "__main__":
     main()
-    print_step_memory("ModelParallel")  # the distribution main() set
-    keras.distribution.set_distribution(keras.distribution.DataParallel())
-    print_step_memory("DataParallel")

@@ -132,7 +132,7 @@ MUTANTS = [
     Mutant(
         "JAX's one-operation step off under any Keras distribution",
         OPTIMIZER,
-        [('if keras.backend.backend() == "jax":', "if False:")],
+        [("return axes is not None and all(axis is None for axis in axes)", "return False")],
         ["tests/python/test_memory.py", "-k", "data_parallel"],
         backend="jax",
     ),

@@ -1,50 +1,59 @@
-"""JAX: each factored variable's step as one XLA operation.
+"""JAX: the factored step as the platform it is lowered for wants it.
 
-XLA's CPU compiler orders a step's operations breadth first (its default
-"concurrency optimised" scheduler, XLA's `BFSMemoryScheduler`: each
-operation in the order it becomes ready). Backpropagation makes a layer's
-gradient every operation or two; Adafactor's factored step after it is a
-chain of some fifteen small ones (the gradient's square, its row and column
-sums, the factors, the update's RMS, the clip). Laid out breadth first, each
-gradient waits about fifteen layers for its update: in a stack of dense
-layers every gradient is alive at once, and the peak of `fit()` rises by
-their size, where SGD's one-operation update frees each gradient as soon as
-it is made.
+`factored_step` chooses when the step is lowered (`lax.platform_dependent`),
+so the compiler of one platform never sees the other's form:
 
-Inside a `lax.cond` the chain is one operation: it runs as soon as its
-gradient exists and holds the gradient's square only while it runs. Without
-`beta_1` it also writes the variable. With `beta_1` it returns a row and a
-column scale, and the momentum and variable are updated outside it, in place
-(a conditional's results cannot share its operands' buffers: a momentum
-written inside would be copied out).
+- **Elsewhere (GPU, TPU)**: the plain step, which XLA fuses and schedules for
+  low peak memory itself, with the row-sum RMS form (fastest on an H200). A
+  conditional there would cost a host round trip per matrix (XLA:GPU copies
+  its predicate to the host and waits), and buy nothing.
+- **The CPU**: each factored variable's step as one XLA operation. From
+  jaxlib 0.5.1 XLA's CPU compiler orders a step's operations breadth first;
+  backpropagation makes a layer's gradient every operation or two, and
+  Adafactor's step after it is some fifteen small ones (the square, its row
+  and column sums, the factors, the RMS, the clip). Laid out breadth first,
+  every gradient of a stack of dense layers waits for its update, all alive
+  at once. Inside a `lax.cond` (two identical branches) the step is one
+  operation that runs as soon as its gradient exists. Measured
+  (`bench/fit_peak.py`, 12 x Dense(4096), the peak of `fit()` above SGD's,
+  2026-12-01; `bench/results/cpu_plan_by_jax.csv`): jaxlib 0.5.1 to 0.10.2,
+  +0.09 to +0.16 x the parameters with the conditional, +0.96 to +1.22 x
+  without; up to jaxlib 0.5.0 the plain step held less than SGD's (-0.72 x)
+  and the conditional got in its way (-0.20 x): there it is not used
+  (`CONDITIONAL_PAYS`). With `beta_1` the operation updates the factors and
+  returns the scales, and the momentum and variable are updated after it,
+  in place (a conditional's results cannot share its operands' buffers).
 
 `Pipeline` lets at most `IN_FLIGHT` of these operations run at once, each
 waiting for the one `IN_FLIGHT` places before it. In `fit()` the updates
 then still keep pace with backpropagation; a step given every gradient at
-once (`stateless_apply` alone, `make bench`) does not start every update
-together, each with a copy of its variable: measured, 12 x Dense(4096):
-none and 6 in flight leave the same temporaries in Keras's compiled train
-step; 4 layers of a transformer's matrices: a step 2.7 x Adam's time with
-none, 1.2 x with 6, 1.1 x with 2 (where `fit()` holds more).
+once (`stateless_apply` alone) does not start every update together, each
+with a copy of its variable.
 
-XLA's compiler frees what it used into the C library's heap, which keeps it:
-for a step with Adafactor's many small operations some 50 MiB more than for
-SGD's (12 x Dense(512), measured; Keras's Adafactor alike). The step's first
-run then allocates its buffers on top of that. `release_after_compile`
-hands those free pages back (glibc's `malloc_trim`) once XLA has compiled a
-step that traced this optimizer: in `fit()` of 12 x Dense(4096) the peak
-fell by about 60 MiB (0.08 x the parameters).
+XLA's compiler frees what it used into the C library's heap, which keeps it
+(some 50 MiB more for a step with Adafactor's many small operations than for
+SGD's, 12 x Dense(512)), and the step's first run allocates its buffers on
+top. `release_after_compile` hands those free pages back (glibc's
+`malloc_trim`) once XLA has compiled a step that traced this optimizer, when
+JAX compiles for the CPU: `fit()`'s peak above SGD's +0.21 -> +0.12 x
+(JAX 0.10.2), -0.17 -> -0.20 x (0.4.38).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import re
 
 import jax
+import jaxlib
 import keras
 
+from adafactor._placement import is_replicated
+
 IN_FLIGHT = 6
+# Whether XLA's CPU compiler needs the step as one operation (above).
+CONDITIONAL_PAYS = tuple(map(int, re.findall(r"\d+", jaxlib.__version__)[:3])) >= (0, 5, 1)
 
 # Set False to leave the C library's heap alone after compiling.
 RELEASE_AFTER_COMPILE = True
@@ -67,31 +76,28 @@ class Pipeline:
         self._done.append(done)
 
 
-def factored_step(optimizer, gradient, variable, learning_rate, index, step, decay):
+def factored_step(optimizer, state, gradient, variable, learning_rate, step, decay):
     """The step of a factored variable with a dense gradient, as the
-    platform it is lowered for wants it (`jax.lax.platform_dependent`: the
-    compiler of another platform never sees the other branch). On the CPU
-    one operation (`as_one_operation`) in the optimizer's `Pipeline`, and
-    the update's RMS as a matrix-vector product; elsewhere the plain step,
-    which XLA fuses and schedules for memory itself, and the row-sum RMS
-    form (measured fastest on an H200). A variable cut across devices
-    takes the plain step on the CPU too (its conditional would hold
-    collectives, which XLA's CPU runtime does not order with the step's
-    others: four CPU devices waited in different collectives,
+    platform it is lowered for wants it (the module's docstring). On the
+    CPU one operation (`as_one_operation`) in the optimizer's `Pipeline`
+    where that pays, and the update's RMS as a matrix-vector product;
+    elsewhere the plain step and the row-sum RMS form. A variable cut
+    across devices takes the plain step on the CPU too (its conditional
+    would hold collectives, which XLA's CPU runtime does not order with the
+    step's others: four CPU devices waited in different collectives,
     tests/python/scale_out/jax_batch_on_model_axis.py)."""
-    from adafactor.optimizer import _is_replicated, rms_form_override
-
-    forced = rms_form_override()
-    momentum = optimizer._momentum[index] is not None
-    row, col = optimizer._row[index], optimizer._col[index]
+    forced = None if optimizer.rms_form == "auto" else optimizer.rms_form
+    with_momentum = state.momentum is not None
     # With beta_1 the operation updates the factors and returns the scales;
     # the momentum and the variable are updated after it, in place (a
     # conditional's results cannot share its operands' buffers).
-    reads, writes = ([variable], [row, col]) if momentum else ([], [variable, row, col])
-    compute = optimizer.fused_factors if momentum else optimizer.whole_step
-    arguments = (gradient, variable, keras.ops.convert_to_tensor(learning_rate), index, step, decay)
+    factors = [state.row, state.col]
+    reads, writes = ([variable], factors) if with_momentum else ([], [variable, *factors])
+    compute = optimizer.fused_factors if with_momentum else optimizer.whole_step
+    lr = keras.ops.convert_to_tensor(learning_rate)
+    arguments = (state, gradient, variable, lr, step, decay)
     pipeline = getattr(optimizer, "_pipeline", None)
-    one_operation = pipeline is not None and _is_replicated(variable)
+    one_operation = CONDITIONAL_PAYS and pipeline is not None and is_replicated(variable)
 
     def on_cpu():
         form = forced or "matvec"
@@ -106,8 +112,8 @@ def factored_step(optimizer, gradient, variable, learning_rate, index, step, dec
     result, done = by_platform(on_cpu, elsewhere, reads + writes, writes, step)
     if one_operation:
         pipeline.finished(done)
-    if momentum:
-        optimizer.apply_factors(gradient, result, variable, index)
+    if with_momentum:
+        optimizer.apply_factors(state, gradient, result, variable)
 
 
 def by_platform(on_cpu, elsewhere, variables, writes, clock):

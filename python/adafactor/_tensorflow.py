@@ -23,6 +23,8 @@ import math
 
 import tensorflow as tf
 
+from adafactor import _rule, _write
+
 
 def runs_unfused() -> bool:
     """Whether the ops being made run one by one, unfused (eagerly or in a
@@ -38,10 +40,8 @@ def _clip_if_needed(gradient, largest):
     """The gradient clipped to +-`largest` (infinite entries kept, so that
     they poison the variable), or the gradient itself, uncopied, when no
     entry is beyond it (told from two scalars; a NaN fails both tests)."""
-    from adafactor.optimizer import _clip_finite
-
     within = (tf.reduce_max(gradient) <= largest) & (tf.reduce_min(gradient) >= -largest)
-    return tf.cond(within, lambda: gradient, lambda: _clip_finite(gradient, largest))
+    return tf.cond(within, lambda: gradient, lambda: _rule.clip_finite(gradient, largest))
 
 
 def _mean_square(x, shape, axis=None):
@@ -57,15 +57,15 @@ def rms(x):
     return tf.math.reduce_euclidean_norm(x) / math.sqrt(math.prod(x.shape))
 
 
-def factored_step(optimizer, gradient, variable, learning_rate, index, step, decay, largest):
-    """One step of `optimizer` for `variable`, in the state's dtype (float32
-    for float16 and bfloat16 variables)."""
-    row, col = optimizer._row[index], optimizer._col[index]
+def factored_step(optimizer, state, gradient, variable, learning_rate, step, decay):
+    """One step of `optimizer` for `variable` (its `state`, a dense
+    gradient), in the state's dtype (float32 for float16 and bfloat16
+    variables)."""
     shape = tuple(variable.shape)
-    dtype = row.dtype
-    gradient = _clip_if_needed(tf.cast(gradient, dtype), largest)
+    dtype = state.row.dtype
+    gradient = _clip_if_needed(tf.cast(gradient, dtype), _rule.largest_gradient(dtype))
     col_mean, row_mean = _mean_square(gradient, shape, -2), _mean_square(gradient, shape, -1)
-    row_norm, col_norm = optimizer._new_factors(row, col, col_mean, row_mean, decay, None, shape)
+    row_norm, col_norm = optimizer.update_factors(state, row_mean, col_mean, decay)
     # The gradient's last use, multiplied in its own buffer: only once both
     # factors exist (the executor would otherwise start on the row scale
     # while the column sums still read the gradient, and copy it); the
@@ -75,10 +75,12 @@ def factored_step(optimizer, gradient, variable, learning_rate, index, step, dec
     with tf.control_dependencies([row_norm, col_norm]):
         update = gradient * tf.expand_dims(tf.math.rsqrt(row_norm), -1)
     update = tf.math.multiply_no_nan(update, tf.expand_dims(tf.math.rsqrt(col_norm), -2))
-    clip = tf.maximum(1.0, tf.sqrt(_mean_square(update, shape)) / optimizer.clip_threshold)
-    factor = optimizer._step_size(learning_rate, variable, step, dtype) / clip
+    # The update's mean square from the update itself (TensorFlow's form of
+    # `_rule.mean_square`: no square of the gradient kept).
+    clip = _rule.clip_divisor(_mean_square(update, shape), optimizer.clip_threshold)
+    factor = optimizer.step_size(learning_rate, variable, step, dtype, rms) / clip
     update = update * factor
     # The momentum read only now: the executor would read (and, bfloat16,
     # widen) every variable's momentum at the step's start, all at once.
     with tf.control_dependencies([update]):
-        optimizer._apply_update(update, variable, index, None)
+        _write.apply_update(optimizer, variable, update, state.momentum)

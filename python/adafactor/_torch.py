@@ -15,33 +15,35 @@ import math
 import torch
 from keras import ops
 
+from adafactor import _rule, _write
+
 
 def rms(x):
     """sqrt(mean(x ** 2)) as a norm: no square of `x` kept."""
     return torch.linalg.vector_norm(x) / math.sqrt(x.numel())
 
 
-def factored_step(optimizer, gradient, variable, learning_rate, index, step, decay, largest):
-    """One step of `optimizer` for `variable`, in place, in the state's dtype
-    (float32 for float16 and bfloat16 variables)."""
-    row, col = optimizer._row[index], optimizer._col[index]
+def factored_step(optimizer, state, gradient, variable, learning_rate, step, decay):
+    """One step of `optimizer` for `variable` (its `state`, a dense
+    gradient), in place, in the state's dtype (float32 for float16 and
+    bfloat16 variables)."""
     shape = tuple(variable.shape)
     with torch.no_grad():
-        dtype = row.value.dtype
+        dtype = state.row.value.dtype
+        largest = _rule.largest_gradient(str(dtype).removeprefix("torch."))
         # The gradient itself when a tensor of the state's dtype (a NumPy
         # array, as `apply_gradients` may be given, is made a tensor).
         grad = ops.convert_to_tensor(gradient).to(dtype)
         # (clip(g))^2 = min(g^2, largest^2): the clipped gradient's square.
         square = torch.square(grad).clamp_(max=largest * largest)
-        row_scale, col_scale, mean_square = optimizer._factored_scales(
-            row, col, square, decay, None, shape, form="matvec"
+        # The matrix-vector form: the row-sum form divides a full-size copy.
+        row_scale, col_scale, mean_square = optimizer.factored_scales(
+            state, square, decay, shape, "matvec"
         )
         del square
-        clip = ops.maximum(1.0, ops.sqrt(mean_square) / optimizer.clip_threshold)
-        factor = (
-            optimizer._step_size(learning_rate, variable, step, str(dtype).removeprefix("torch."))
-            / clip
-        )
+        clip = _rule.clip_divisor(mean_square, optimizer.clip_threshold)
+        state_dtype = str(dtype).removeprefix("torch.")
+        factor = optimizer.step_size(learning_rate, variable, step, state_dtype, rms) / clip
         update = torch.clamp(grad, -largest, largest)  # the one full-size temporary
         update.mul_(torch.unsqueeze(row_scale * factor, -1))
         update.mul_(torch.unsqueeze(col_scale, -2))
@@ -49,9 +51,4 @@ def factored_step(optimizer, gradient, variable, learning_rate, index, step, dec
         # told from two scalars, without a full-size mask.
         finite = torch.isfinite(torch.amax(grad)) & torch.isfinite(torch.amin(grad))
         update.add_(torch.where(finite, 0.0, float("nan")))
-        momentum = optimizer._momentum[index]
-        if momentum is not None:
-            # (1 - beta_1) u + beta_1 m in the state's dtype; stored rounded.
-            update.mul_(1 - optimizer.beta_1).add_(momentum.value, alpha=optimizer.beta_1)
-            momentum.value.copy_(update)
-        variable.value.sub_(update.to(variable.value.dtype))
+        _write.apply_update(optimizer, variable, update, state.momentum)

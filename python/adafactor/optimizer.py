@@ -14,28 +14,15 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 from keras import ops
 
+from adafactor import _placement, _rule, _write
 from adafactor._arguments import EXTRA_ARGUMENTS, coerce_arguments
-from adafactor._sparse import join_rows, pick, split_rows, spread
-
-# Variables of these dtypes keep their state and compute their update in
-# float32: epsilon_1 = 1e-30 underflows to zero in float16.
-_LOW_PRECISION = ("float16", "bfloat16")
-
-# How w_i = sum_j g2_ij / b_j (for the update's RMS) is computed; `make
-# bench` times both:
-#   "fused":  a row sum beside the row factor's, which XLA takes in the same
-#             pass over the gradient (fastest on an H200 with JAX);
-#   "matvec": a matrix-vector product (fastest on CPUs, where XLA's
-#             reductions are slow and its matrix-vector product fast);
-#   "auto":   "fused" on an accelerator, "matvec" on the CPU.
-RMS_FORM = "auto"
-_RMS_FORMS = ("auto", "fused", "matvec")
+from adafactor._sparse import pick, split_rows, spread
 
 # The arguments this class keeps; the rest go to Keras's base optimizer.
 _OWN_ARGUMENTS = (
@@ -47,93 +34,22 @@ _OWN_ARGUMENTS = (
 ) + EXTRA_ARGUMENTS
 
 
-def _limits(dtype) -> tuple[float, float]:
-    """The floor and the cap of second-moment values. The floor (the smallest
-    normal number) keeps epsilon_1 = 0 from dividing by zero; the cap keeps
-    sums of squares that overflow finite. Both keep 1 / v a normal number
-    (CPUs flush subnormals to zero, and inf * 0 is NaN): the cap 1/16 of
-    the floor's inverse, since 1 / cap computed in a TensorFlow graph can
-    round below the floor, where it was flushed to zero (a rank-3 variable
-    with gradients of 1e30 took a wrong step; found by
-    test_a_step_compiled_as_fit_compiles_it_moves_as_the_reference)."""
-    tiny = float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
-    return tiny, 1 / (16 * tiny)
+class VariableState(NamedTuple):
+    """What the optimizer keeps for one variable: the row and column factors
+    (rank >= 2, factored) or the full second moment, and the momentum (with
+    `beta_1`); None where not kept."""
+
+    row: Any
+    col: Any
+    second: Any
+    momentum: Any
 
 
-def _largest_gradient(dtype) -> float:
-    """The largest gradient entry kept as it is: its square is at most the
-    cap. A larger one (|g| > ~2e18 in float32) is clipped to it, so that its
-    square stays finite and the step equals the one the same direction gets
-    from smaller gradients (Adafactor's step does not depend on the
-    gradient's scale), where an infinite square would clip it to zero."""
-    return math.sqrt(_limits(dtype)[1])
-
-
-def rms_form_override() -> str | None:
-    """RMS_FORM when it forces a form (tests, `make bench`); None for "auto"."""
-    if RMS_FORM not in _RMS_FORMS:
-        raise ValueError(
-            f"adafactor.optimizer.RMS_FORM must be one of "
-            f"{', '.join(map(repr, _RMS_FORMS))}; got {RMS_FORM!r}."
-        )
-    return None if RMS_FORM == "auto" else RMS_FORM
-
-
-def _rms_form(variable) -> str:
-    """RMS_FORM, with "auto" resolved by the device `variable` lives on (on
-    JAX the platform the step is lowered for decides instead: `_jax.py`)."""
-    return rms_form_override() or ("fused" if _on_accelerator(variable) else "matvec")
-
-
-def _on_accelerator(variable) -> bool:
-    """Whether `variable` lives on a GPU or TPU: TensorFlow and PyTorch run
-    a variable's step where the variable is (not wherever a GPU is visible:
-    a model kept on the CPU of a GPU machine takes the CPU's form)."""
-    if keras.backend.backend() == "torch":
-        return variable.value.device.type != "cpu"
-    # TensorFlow: the tf.Variable's placement (a graph's tensors have none);
-    # Keras's TensorFlow optimizer hands `update_step` the tf.Variable itself.
-    device = str(getattr(getattr(variable, "_value", variable), "device", "")).upper()
-    return "GPU:" in device or "TPU:" in device
-
-
-def _layout_without_axis(layout, axis, rank):
-    """A variable's layout (a Keras `TensorLayout` or a JAX `NamedSharding`)
-    with `axis` removed: the layout of a factor that reduces over it. None
-    (replicated, or no distribution) stays None."""
-    if isinstance(layout, keras.distribution.TensorLayout):
-        axes = list(layout.axes)
-        del axes[axis]
-        return keras.distribution.TensorLayout(axes, layout.device_mesh)
-    spec = getattr(layout, "spec", None)
-    if spec is None:
-        return None
-    import jax
-
-    axes = list(spec) + [None] * (rank - len(spec))  # a spec may omit trailing axes
-    del axes[axis]
-    return jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec(*axes))
-
-
-def _is_replicated(variable) -> bool:
-    """Whether every device holds all of `variable` (no Keras distribution,
-    `DataParallel`, or a layout that cuts no axis): its step then needs no
-    collective. Unknown layouts count as cut."""
-    layout = getattr(variable, "_layout", None)
-    if layout is None:
-        return True
-    if isinstance(layout, keras.distribution.TensorLayout):
-        axes = layout.axes
-    else:
-        axes = getattr(layout, "spec", None)
-    return axes is not None and all(axis is None for axis in axes)
-
-
-def _unfused_backend():
-    """Where each operation runs unfused, one full-size result at a time
-    (PyTorch; TensorFlow without XLA), `_torch` or `_tensorflow`: their
-    `factored_step` (the same math with fewer full-size temporaries) and
-    `rms`. None where a compiler fuses the step (JAX; TensorFlow under
+def _unfused_plan():
+    """The plan of a factored variable's step where each operation runs
+    unfused, one full-size result at a time (PyTorch; TensorFlow without
+    XLA): `_torch` or `_tensorflow`, each with `factored_step` and its own
+    `rms`. None where a compiler fuses the generic step (TensorFlow under
     XLA)."""
     backend = keras.backend.backend()
     if backend == "torch":
@@ -146,36 +62,6 @@ def _unfused_backend():
         if _tensorflow.runs_unfused():
             return _tensorflow
     return None
-
-
-def _clip_finite(gradient, largest):
-    """`gradient` with finite entries clipped to +-`largest`; an infinite
-    entry stays infinite and poisons the variable, as in Keras's Adam."""
-    return ops.where(ops.isfinite(gradient), ops.clip(gradient, -largest, largest), gradient)
-
-
-def _rms(x):
-    """sqrt(mean(x ** 2)); where operations run unfused, the backend's own
-    (a norm: no full-size square kept)."""
-    unfused = _unfused_backend()
-    if unfused is not None:
-        return unfused.rms(x)
-    return ops.sqrt(ops.mean(ops.square(x)))
-
-
-def _times(gradient, factors):
-    """`gradient` times each of `factors` (broadcasting)."""
-    for factor in factors:
-        gradient = gradient * factor
-    return gradient
-
-
-def _clipped_square(gradient, largest):
-    """`_clip_finite(gradient, largest) ** 2`, exactly, from the gradient
-    itself: XLA then fuses the clip into both of its users (this square and
-    the update) instead of keeping a clipped copy of the gradient."""
-    square = ops.square(gradient)
-    return ops.where(ops.isfinite(gradient), ops.minimum(square, largest * largest), square)
 
 
 class _Callable:
@@ -301,6 +187,10 @@ class Adafactor(keras.optimizers.Optimizer):
         for key, value in own.items():
             setattr(self, key, value)
 
+    # The update's RMS form: "auto" (chosen for the platform), or "fused" or
+    # "matvec" forced on every platform (tests, `make bench`).
+    rms_form = "auto"
+
     # -- state -------------------------------------------------------------
 
     def _is_factored(self, variable) -> bool:
@@ -309,11 +199,6 @@ class Adafactor(keras.optimizers.Optimizer):
             return False
         smallest = self.min_dim_size_to_factor or 1
         return min(shape[-2], shape[-1]) >= smallest
-
-    @staticmethod
-    def _state_dtype(variable) -> str:
-        dtype = keras.backend.standardize_dtype(variable.dtype)
-        return "float32" if dtype in _LOW_PRECISION else dtype
 
     def state_specs(self, variable) -> list[tuple[str, tuple, str, Any]]:
         """`(kind, shape, dtype, layout)` of each state variable kept for
@@ -329,15 +214,16 @@ class Adafactor(keras.optimizers.Optimizer):
             return []
         shape = tuple(variable.shape)
         layout = getattr(variable, "_layout", None)
-        dtype = self._state_dtype(variable)
+        dtype = _rule.state_dtype(variable.dtype)
         if self._is_factored(variable):
+            rank = len(shape)
             specs = [
-                ("row", shape[:-1], dtype, _layout_without_axis(layout, -1, len(shape))),
+                ("row", shape[:-1], dtype, _placement.layout_without_axis(layout, -1, rank)),
                 (
                     "col",
                     shape[:-2] + shape[-1:],
                     dtype,
-                    _layout_without_axis(layout, -2, len(shape)),
+                    _placement.layout_without_axis(layout, -2, rank),
                 ),
             ]
         else:
@@ -350,82 +236,74 @@ class Adafactor(keras.optimizers.Optimizer):
         """Create the state of `state_specs()` for each variable."""
         if self.built:
             return
-        rms_form_override()  # a bad RMS_FORM fails here, before training
+        _placement.check_rms_form(self.rms_form)  # before training, not in it
         super().build(var_list)
-        self._row, self._col, self._second, self._momentum = [], [], [], []
+        self._states = []
         for variable in var_list:
             prefix = getattr(variable, "path", variable.name).replace("/", "_")
             state = {
                 kind: self.add_variable(shape, dtype=dtype, layout=layout, name=f"{prefix}_{kind}")
                 for kind, shape, dtype, layout in self.state_specs(variable)
             }
-            self._row.append(state.get("row"))
-            self._col.append(state.get("col"))
-            self._second.append(state.get("second"))
-            self._momentum.append(state.get("momentum"))
+            self._states.append(VariableState(*(state.get(k) for k in VariableState._fields)))
 
-    # -- math --------------------------------------------------------------
+    # -- the interface the plans use (`_jax.py`, `_tensorflow.py`, `_torch.py`)
 
-    def _step_size(self, learning_rate, variable, step, dtype):
-        """rho_t, times max(epsilon_2, RMS(variable)) when scale_parameter."""
-        if self.warmup_init:
-            rho = ops.minimum(1e-6 * step, ops.rsqrt(step))
-        elif self.relative_step:
-            rho = ops.minimum(ops.cast(learning_rate, dtype), ops.rsqrt(step))
-        else:
-            rho = ops.cast(learning_rate, dtype)
+    def state_of(self, variable) -> VariableState:
+        """The state kept for `variable`."""
+        return self._states[self._get_variable_index(variable)]
+
+    def step_size(self, learning_rate, variable, step, dtype, rms=_rule.rms):
+        """rho_t, times max(epsilon_2, RMS(variable)) with scale_parameter;
+        `rms` is the backend's form of the RMS."""
+        rho = _rule.relative_step(
+            ops.cast(learning_rate, dtype), step, self.relative_step, self.warmup_init
+        )
         if not self.scale_parameter:
             return rho
-        rms = _rms(ops.cast(variable, dtype))
-        return ops.maximum(ops.cast(self.epsilon_2, dtype), rms) * rho
+        return _rule.step_size(rho, rms(ops.cast(variable, dtype)), ops.cast(self.epsilon_2, dtype))
 
-    def _factored_scales(self, row, col, grad_square, decay, rows, shape, form):
+    def update_factors(self, state, row_mean, col_mean, decay, rows=None, rank=2):
+        """Decay the factors towards the means of the clipped square
+        gradient over its columns (`row_mean`) and rows (`col_mean`); return
+        the row factor over its mean and the column factor, floored (for the
+        rows present when `rows` is not None: the sparse axis is axis 0, the
+        column factor's too when `rank` > 2)."""
+        cap = _rule.limits(state.row.dtype)[1]
+        self.assign(state.col, _rule.decayed(state.col, col_mean, decay, self.epsilon_1, cap))
+        row_cap = cap / state.row.shape[-1]
+        self.assign(state.row, _rule.decayed(state.row, row_mean, decay, self.epsilon_1, row_cap))
+        row_norm, col_norm = _rule.normalized(state.row, state.col)
+        return pick(rows, row_norm), pick(rows if rank > 2 else None, col_norm)
+
+    def factored_scales(self, state, grad_square, decay, shape, form, rows=None):
         """Update the factors; return the row and column scales (the unclipped
         update is g_ij * row_scale_i * col_scale_j = g_ij / sqrt(v_ij)) and
-        the update's mean square, had without forming the update:
-        sum_ij g2_ij / (a_i b_j) = sum_i w_i / a_i, w_i = sum_j g2_ij / b_j.
+        the update's mean square, had without forming the update.
 
         With a row-sparse gradient (`rows` not None) `grad_square` holds the
         rows present only: the factors get what the dense gradient would give
         them, and the scales come back for those rows."""
-        # The sparse axis is axis 0: the column factor's too when rank > 2.
         col_rows = rows if len(shape) > 2 else None
         if rows is None:
             col_mean = ops.mean(grad_square, axis=-2)
         else:
-            col_mean = spread(col_rows, ops.sum(grad_square, axis=-2), col.shape) / shape[-2]
-        row_mean = spread(rows, ops.mean(grad_square, axis=-1), row.shape)
-        row_norm, col_norm = self._new_factors(row, col, col_mean, row_mean, decay, rows, shape)
-        if rows is None and form == "matvec":
-            weighted = ops.squeeze(ops.matmul(grad_square, ops.expand_dims(1 / col_norm, -1)), -1)
-        else:  # a row sum beside row_mean's: one pass over the gradient
-            weighted = ops.sum(grad_square / ops.expand_dims(col_norm, -2), axis=-1)
-        mean_square = ops.sum(weighted / row_norm) / math.prod(shape)
+            col_sum = ops.sum(grad_square, axis=-2)
+            col_mean = spread(col_rows, col_sum, state.col.shape) / shape[-2]
+        row_mean = spread(rows, ops.mean(grad_square, axis=-1), state.row.shape)
+        row_norm, col_norm = self.update_factors(state, row_mean, col_mean, decay, rows, len(shape))
+        # A row sum beside row_mean's (one pass over the gradient) where
+        # the rows are sparse.
+        weighted = _rule.weighted_row_sums(grad_square, col_norm, form if rows is None else "fused")
+        mean_square = _rule.mean_square(weighted, row_norm, math.prod(shape))
         return ops.rsqrt(row_norm), ops.rsqrt(col_norm), mean_square
-
-    def _new_factors(self, row, col, col_mean, row_mean, decay, rows, shape):
-        """Decay the factors towards the means of the clipped square gradient
-        over its rows (`col_mean`) and columns (`row_mean`); return the
-        column factor and the row factor over its mean, floored (for the
-        rows present when `rows` is not None)."""
-        tiny, cap = _limits(row.dtype)
-        col_rows = rows if len(shape) > 2 else None
-        self.assign(col, ops.minimum(decay * col + (1 - decay) * (col_mean + self.epsilon_1), cap))
-        self.assign(
-            row,
-            ops.minimum(
-                decay * row + (1 - decay) * (row_mean + self.epsilon_1), cap / row.shape[-1]
-            ),
-        )
-        row_norm = pick(rows, ops.maximum(row / ops.mean(row, axis=-1, keepdims=True), tiny))
-        return row_norm, pick(col_rows, ops.maximum(col, tiny))
 
     def _full_scale(self, second, grad_square, decay, rows, shape):
         """Update a full second moment; return 1 / sqrt(v) (for the rows
         present when `rows` is not None)."""
-        tiny, cap = _limits(second.dtype)
-        regulated = spread(rows, grad_square, shape) + self.epsilon_1
-        self.assign(second, ops.minimum(decay * second + (1 - decay) * regulated, cap))
+        tiny, cap = _rule.limits(second.dtype)
+        moment = _rule.decayed(second, spread(rows, grad_square, shape), decay, self.epsilon_1, cap)
+        self.assign(second, moment)
         return ops.rsqrt(pick(rows, ops.maximum(second, tiny)))
 
     # -- one variable at a time ----------------------------------------------
@@ -446,7 +324,12 @@ class Adafactor(keras.optimizers.Optimizer):
             self._pipeline = None
 
     def update_step(self, gradient, variable, learning_rate):
-        """One Adafactor step for one variable.
+        """One Adafactor step for one variable, by the plan for its platform.
+
+        A factored variable with a dense gradient takes its backend's plan
+        (PyTorch in place, TensorFlow's graph executor, JAX chosen for the
+        platform it is lowered for); the rest (vectors, `factored=False`,
+        sparse rows, TensorFlow under XLA) the generic step below.
 
         A row-sparse gradient (TensorFlow's `IndexedSlices`, JAX's `BCOO`,
         e.g. an embedding's) gives the result of the same gradient made
@@ -457,111 +340,97 @@ class Adafactor(keras.optimizers.Optimizer):
         rewritten. With `beta_1` every row moves with its momentum, so the
         update is dense.
         """
-        index = self._get_variable_index(variable)
-        dtype = self._state_dtype(variable)
+        state = self.state_of(variable)
+        dtype = _rule.state_dtype(variable.dtype)
         rows, gradient = split_rows(gradient)
         step = ops.cast(self.iterations + 1, dtype)
-        decay = 1 - ops.power(step, self.beta_2_decay)
-        dense_factored = self._row[index] is not None and rows is None
-        unfused = _unfused_backend() if dense_factored else None
-        if unfused is not None:
-            largest = _largest_gradient(dtype)
-            unfused.factored_step(
-                self, gradient, variable, learning_rate, index, step, decay, largest
-            )
-            return
-        gradient = ops.cast(gradient, dtype)
-        if dense_factored and keras.backend.backend() == "jax":
-            from adafactor import _jax
+        decay = _rule.decay_rate(step, self.beta_2_decay)
+        if state.row is not None and rows is None:
+            plan = _unfused_plan()
+            if plan is not None:
+                plan.factored_step(self, state, gradient, variable, learning_rate, step, decay)
+                return
+            if keras.backend.backend() == "jax":
+                from adafactor import _jax
 
-            _jax.factored_step(self, gradient, variable, learning_rate, index, step, decay)
-            return
-        clipped = _clip_finite(gradient, _largest_gradient(dtype))
-        factors = self._update_factors(
+                gradient = ops.cast(gradient, dtype)
+                _jax.factored_step(self, state, gradient, variable, learning_rate, step, decay)
+                return
+        gradient = ops.cast(gradient, dtype)
+        clipped = _rule.clip_finite(gradient, _rule.largest_gradient(dtype))
+        factors = self.step_factors(
+            state,
             clipped,
             ops.square(clipped),
             variable,
             learning_rate,
-            index,
-            rows,
             step,
             decay,
-            _rms_form(variable),
+            _placement.rms_form(variable, self.rms_form),
+            rows,
         )
-        self._apply_update(_times(clipped, factors), variable, index, rows)
+        _write.apply_update(self, variable, _rule.times(clipped, factors), state.momentum, rows)
 
-    def fused_factors(self, gradient, variable, learning_rate, index, step, decay, form):
-        """`_update_factors` of a dense gradient, written for XLA: the clip
+    def fused_factors(self, state, gradient, variable, learning_rate, step, decay, form):
+        """`step_factors` of a dense gradient, written for XLA: the clip
         made in each of its uses, so that no clipped copy is kept."""
-        largest = _largest_gradient(self._state_dtype(variable))
-        return self._update_factors(
-            _clip_finite(gradient, largest),
-            _clipped_square(gradient, largest),
+        largest = _rule.largest_gradient(_rule.state_dtype(variable.dtype))
+        return self.step_factors(
+            state,
+            _rule.clip_finite(gradient, largest),
+            _rule.clipped_square(gradient, largest),
             variable,
             learning_rate,
-            index,
-            None,
             step,
             decay,
             form,
         )
 
-    def whole_step(self, gradient, variable, learning_rate, index, step, decay, form):
+    def whole_step(self, state, gradient, variable, learning_rate, step, decay, form):
         """The step of a variable without momentum, all of it (dense)."""
-        factors = self.fused_factors(gradient, variable, learning_rate, index, step, decay, form)
-        self.apply_factors(gradient, factors, variable, index)
+        factors = self.fused_factors(state, gradient, variable, learning_rate, step, decay, form)
+        self.apply_factors(state, gradient, factors, variable)
 
-    def apply_factors(self, gradient, factors, variable, index):
-        """The clipped dense gradient times `factors`, applied (`_apply_update`):
-        the clip made here again, fused by XLA, rather than kept."""
-        clipped = _clip_finite(gradient, _largest_gradient(self._state_dtype(variable)))
-        self._apply_update(_times(clipped, factors), variable, index, None)
+    def apply_factors(self, state, gradient, factors, variable):
+        """The clipped dense gradient times `factors`, written
+        (`_write.apply_update`): the clip made here again, fused by XLA,
+        rather than kept."""
+        largest = _rule.largest_gradient(_rule.state_dtype(variable.dtype))
+        clipped = _rule.clip_finite(gradient, largest)
+        _write.apply_update(self, variable, _rule.times(clipped, factors), state.momentum)
 
-    def _update_factors(
-        self, clipped, grad_square, variable, learning_rate, index, rows, step, decay, form
+    def step_factors(
+        self, state, clipped, grad_square, variable, learning_rate, step, decay, form, rows=None
     ):
         """Update the second moment (its factors, or the full one) from the
         clipped gradient and its square; return what the clipped gradient
         is multiplied by (broadcasting) to give the step before momentum:
         1 / sqrt(v), clipped to RMS `clip_threshold`, times the step size.
         A factored variable's are a column and a row vector."""
-        dtype = self._state_dtype(variable)
+        dtype = _rule.state_dtype(variable.dtype)
         shape = tuple(variable.shape)
-        row, col = self._row[index], self._col[index]
-        if row is not None:
+        if state.row is not None:
             # 1/sqrt(v) = rsqrt(r / mean(r)) * rsqrt(c), a row vector times a
             # column vector: never 0 * inf, so a zero gradient row and column
             # stay finite, and v is never formed.
-            row_scale, col_scale, mean_square = self._factored_scales(
-                row, col, grad_square, decay, rows, shape, form
+            row_scale, col_scale, mean_square = self.factored_scales(
+                state, grad_square, decay, shape, form, rows
             )
         else:
-            scale = self._full_scale(self._second[index], grad_square, decay, rows, shape)
+            scale = self._full_scale(state.second, grad_square, decay, rows, shape)
             mean_square = ops.sum(ops.square(clipped * scale)) / math.prod(shape)
-        clip = ops.maximum(1.0, ops.sqrt(mean_square) / self.clip_threshold)
-        factor = self._step_size(learning_rate, variable, step, dtype) / clip
-        if row is not None:
+        clip = _rule.clip_divisor(mean_square, self.clip_threshold)
+        factor = self.step_size(learning_rate, variable, step, dtype, self._rms()) / clip
+        if state.row is not None:
             return ops.expand_dims(row_scale * factor, -1), ops.expand_dims(col_scale, -2)
         return (scale * factor,)
 
-    def _apply_update(self, update, variable, index, rows):
-        """Momentum (with beta_1), then `variable -= update`."""
-        momentum = self._momentum[index]
-        shape = tuple(variable.shape)
-        if momentum is not None:
-            update = spread(rows, ops.cast(update, "float32"), shape)
-            if keras.backend.standardize_dtype(momentum.dtype) == "float32":
-                # m += (1 - beta_1) (u - m), in place as Keras's Adam does.
-                self.assign_add(momentum, (1 - self.beta_1) * (update - momentum))
-                update = ops.convert_to_tensor(momentum)
-            else:
-                # In float32; stored rounded, used as is.
-                update = self.beta_1 * ops.cast(momentum, "float32") + (1 - self.beta_1) * update
-                self.assign(momentum, ops.cast(update, momentum.dtype))
-        update = ops.cast(update, variable.dtype)
-        if rows is not None and momentum is None:
-            update = join_rows(rows, update, shape)
-        self.assign_sub(variable, update)
+    @staticmethod
+    def _rms():
+        """The RMS of a variable in the backend's form: a norm where
+        operations run unfused (no full-size square kept)."""
+        plan = _unfused_plan()
+        return _rule.rms if plan is None else plan.rms
 
     def non_default_arguments(self) -> dict[str, Any]:
         """The arguments whose values differ from the defaults, in the order

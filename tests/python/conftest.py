@@ -60,6 +60,20 @@ def r_default_to_python(default: str):
     return float(default)
 
 
+def dense_stack(optimizer, width, layers, batch):
+    """A compiled stack of `layers` Dense(`width`) layers (mse) and a batch
+    of zeros for it: the model the memory and platform tests compile."""
+    import keras
+
+    inputs = keras.Input((width,))
+    x = inputs
+    for _ in range(layers):
+        x = keras.layers.Dense(width)(x)
+    model = keras.Model(inputs, x)
+    model.compile(optimizer=optimizer, loss="mse")
+    return model, (np.zeros((batch, width), "float32"),) * 2
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261128)

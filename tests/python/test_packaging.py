@@ -2,6 +2,7 @@
 and no exact pins in what a user installs."""
 
 import re
+from pathlib import Path
 
 import tomllib
 
@@ -48,3 +49,30 @@ def test_lowest_constraints_are_the_declared_floors():
     for requirement in pyproject()["dependencies"]:
         name, floor = requirement.split(">=")
         assert pins[name] == floor or pins[name].startswith(floor + "."), requirement
+
+
+def test_no_module_of_the_package_imports_one_that_imports_it_back():
+    """The rule (`_rule.py`), the plans and the optimizer import in one
+    direction only, imports inside functions included."""
+    import ast
+
+    package = Path(adafactor.__file__).parent
+    imports = {}
+    for source in package.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("adafactor"):
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                found |= {n.removeprefix("adafactor.") for n in names if n != "adafactor"}
+            elif isinstance(node, ast.Import):
+                found |= {a.name.removeprefix("adafactor.") for a in node.names}
+        imports[source.stem] = found & {s.stem for s in package.glob("*.py")} - {source.stem}
+    assert set(imports["_rule"]) == set()  # the rule needs nothing of the package
+
+    def reaches(start, goal, seen=()):
+        return any(
+            m == goal or (m not in seen and reaches(m, goal, (*seen, m))) for m in imports[start]
+        )
+
+    cycles = sorted(m for m in imports if m != "__init__" and reaches(m, m))
+    assert cycles == []

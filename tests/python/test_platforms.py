@@ -18,24 +18,14 @@ import keras
 import numpy as np
 import pytest
 
-from adafactor import optimizer as adafactor_optimizer
-from adafactor import optimizer_adafactor
+from adafactor import Adafactor, _placement, optimizer_adafactor
+from conftest import dense_stack
 
 pytestmark = pytest.mark.backend
 
 BACKEND = keras.backend.backend()
 JAX_ONLY = pytest.mark.skipif(BACKEND != "jax", reason="JAX lowers for other platforms")
 LAYERS = 5  # each with a factored kernel
-
-
-def dense_model(optimizer, width=64):
-    inputs = keras.Input((width,))
-    x = inputs
-    for _ in range(LAYERS):
-        x = keras.layers.Dense(width)(x)
-    model = keras.Model(inputs, x)
-    model.compile(optimizer=optimizer, loss="mse")
-    return model, (np.zeros((8, width), "float32"),) * 2
 
 
 def compiled_on_the_cpu(lowered) -> str:
@@ -58,7 +48,7 @@ def counts(make_optimizer, platform):
     """Conditionals and dot products XLA keeps in `fit()`'s train step."""
     from adafactor import _jax
 
-    model, data = dense_model(make_optimizer())
+    model, data = dense_stack(make_optimizer(), width=64, layers=LAYERS, batch=8)
     hlo = compiled_on_the_cpu(_jax.lowered_train_step(model, data, (platform,)))
     return hlo.count(" conditional("), len(re.findall(r" dot\(", hlo))
 
@@ -78,31 +68,50 @@ def test_a_step_lowered_for_an_accelerator_is_the_plain_fused_step(platform, opt
     assert dots == sgd_dots
 
 
+def cpu_conditionals():
+    """One operation per factored kernel where XLA's CPU compiler needs it
+    (jaxlib >= 0.5.1), none before (`_jax.CONDITIONAL_PAYS`)."""
+    from adafactor import _jax
+
+    return LAYERS if _jax.CONDITIONAL_PAYS else 0
+
+
 @JAX_ONLY
 @pytest.mark.parametrize("options", list(OPTIONS))
 def test_a_step_lowered_for_the_cpu_has_one_operation_per_factored_variable(options):
     """A conditional per factored kernel, each of its two (identical)
-    branches with the matrix-vector product of the RMS form."""
+    branches with the matrix-vector product of the RMS form (on a jaxlib
+    without the conditional, one such product per kernel)."""
     _, sgd_dots = counts(lambda: keras.optimizers.SGD(0.01), "cpu")
     conditionals, dots = counts(lambda: optimizer_adafactor(**OPTIONS[options]), "cpu")
-    assert conditionals == LAYERS
-    assert dots == sgd_dots + 2 * LAYERS
+    assert conditionals == cpu_conditionals()
+    assert dots == sgd_dots + LAYERS * (2 if conditionals else 1)
 
 
 @JAX_ONLY
-@pytest.mark.parametrize("platform, conditionals", [("cpu", LAYERS), ("cuda", 0), ("tpu", 0)])
-def test_under_data_parallel_the_platform_decides_too(platform, conditionals):
+def test_the_conditional_is_used_from_jaxlib_0_5_1():
+    import jaxlib
+
+    from adafactor import _jax
+
+    release = tuple(int(part) for part in jaxlib.__version__.split(".")[:3])
+    assert (release >= (0, 5, 1)) == _jax.CONDITIONAL_PAYS
+
+
+@JAX_ONLY
+@pytest.mark.parametrize("platform", ["cpu", "cuda", "tpu"])
+def test_under_data_parallel_the_platform_decides_too(platform):
     keras.distribution.set_distribution(keras.distribution.DataParallel())
     try:
         found, _ = counts(optimizer_adafactor, platform)
     finally:
         keras.distribution.set_distribution(None)
-    assert found == conditionals
+    assert found == (cpu_conditionals() if platform == "cpu" else 0)
 
 
 @JAX_ONLY
 def test_a_forced_rms_form_holds_on_every_platform(monkeypatch):
-    monkeypatch.setattr(adafactor_optimizer, "RMS_FORM", "matvec")
+    monkeypatch.setattr(Adafactor, "rms_form", "matvec")
     _, sgd_dots = counts(lambda: keras.optimizers.SGD(0.01), "cuda")
     assert counts(optimizer_adafactor, "cuda") == (0, sgd_dots + LAYERS)
 
@@ -117,17 +126,17 @@ def fake_variable(device):
 @pytest.mark.skipif(BACKEND == "jax", reason="on JAX the lowering platform decides")
 def test_the_variables_device_decides_the_rms_form_on_tensorflow_and_pytorch():
     accelerator, cpu = ("cuda", "cpu") if BACKEND == "torch" else ("GPU:0", "CPU:0")
-    assert adafactor_optimizer._rms_form(fake_variable(accelerator)) == "fused"
-    assert adafactor_optimizer._rms_form(fake_variable(cpu)) == "matvec"
+    assert _placement.rms_form(fake_variable(accelerator), "auto") == "fused"
+    assert _placement.rms_form(fake_variable(cpu), "auto") == "matvec"
     # A real variable of this CPU machine, also as a traced graph sees it.
     variable = keras.Variable(np.zeros((3, 2), "float32"))
-    assert adafactor_optimizer._rms_form(variable) == "matvec"
+    assert _placement.rms_form(variable, "auto") == "matvec"
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
         # Keras's TensorFlow optimizer hands update_step the tf.Variable.
-        assert adafactor_optimizer._rms_form(SimpleNamespace(device="/device:GPU:0")) == "fused"
-        assert adafactor_optimizer._rms_form(variable.value) == "matvec"
+        assert _placement.rms_form(SimpleNamespace(device="/device:GPU:0"), "auto") == "fused"
+        assert _placement.rms_form(variable.value, "auto") == "matvec"
         forms = []
-        tf.function(lambda: forms.append(adafactor_optimizer._rms_form(variable)))()
+        tf.function(lambda: forms.append(_placement.rms_form(variable, "auto")))()
         assert forms == ["matvec"]

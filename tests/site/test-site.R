@@ -59,3 +59,60 @@ test_that("the page has the reference page's sections and this package's own", {
     expect_true(section %in% headings, label = section)
   }
 })
+
+# Every page of the site as a reader gets it: opened in headless Chromium.
+rendered_page <- function(path) {
+  profile <- tempfile("chromium-")
+  flags <- c("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync",
+             paste0("--user-data-dir=", profile), "--dump-dom")
+  dom <- system2("chromium", c(flags, paste0("file://", normalizePath(path))),
+                 stdout = TRUE, stderr = FALSE)
+  unlink(profile, recursive = TRUE)
+  xml2::read_html(paste(dom, collapse = "\n"))
+}
+
+articles <- unlist(lapply(yaml::read_yaml(file.path(site, "..", "_pkgdown.yml"))$articles,
+                          `[[`, "contents"))
+
+test_that("every article of _pkgdown.yml is a page with its title and no R error", {
+  expect_gte(length(articles), 8L)
+  for (article in articles) {
+    path <- file.path(site, paste0(article, ".html"))
+    expect_true(file.exists(path), label = article)
+    page <- rendered_page(path)
+    title <- trimws(xml2::xml_text(xml2::xml_find_first(page, "//main//h1")))
+    expect_true(nzchar(title), label = article)
+    text <- xml2::xml_text(xml2::xml_find_all(page, "//main"))
+    expect_false(grepl("Error in ", text, fixed = TRUE), label = article)
+  }
+})
+
+test_that("the benchmark figures come from the results files make bench writes", {
+  page <- rendered_page(file.path(site, "articles", "benchmarks.html"))
+  tables <- xml2::xml_find_all(page, "//main//table")
+  expect_gte(length(tables), 2L)
+  peaks <- utils::read.csv(file.path(site, "..", "bench", "results", "fit_peak.csv"))
+  shown <- xml2::xml_text(tables[[1]])
+  for (peak in peaks$peak_mib) {
+    expect_match(shown, as.character(peak), fixed = TRUE)
+  }
+  expect_match(xml2::xml_text(xml2::xml_find_first(page, "//main")),
+               paste("Measured", peaks$date[[1]]), fixed = TRUE)
+  images <- xml2::xml_attr(xml2::xml_find_all(page, "//main//img"), "src")
+  expect_true(any(file.exists(file.path(site, "articles", images))))
+})
+
+test_that("the home page's links to the site's pages and its chart resolve", {
+  home <- file.path(site, "index.html")
+  page <- rendered_page(home)
+  links <- xml2::xml_attr(xml2::xml_find_all(page, "//main//a[@href]"), "href")
+  local <- links[!grepl("^(https?:|#|mailto:)", links)]
+  expect_gte(sum(grepl("^articles/", local)), 8L)
+  for (link in sub("#.*$", "", local)) {
+    expect_true(file.exists(file.path(site, link)), label = link)
+  }
+  images <- xml2::xml_attr(xml2::xml_find_all(page, "//main//img"), "src")
+  expect_true(length(images) >= 1L && all(file.exists(file.path(site, images))))
+})
