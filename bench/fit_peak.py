@@ -220,6 +220,7 @@ def main() -> None:
     table = results.write(args.table.stem, rows, args.table.parent)
     # The default table's chart is the README's figure.
     chart = FIGURE if args.table == DEFAULT_TABLE else table.with_suffix(".png")
+    chart.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["Rscript", str(HERE / "fit_peak_chart.R"), str(table), str(chart)], check=True)
     print(f"Table: {table}\nChart: {chart}")
 

@@ -49,6 +49,7 @@ import jax
 import jaxlib
 import keras
 
+from adafactor import _rule
 from adafactor._placement import is_replicated
 
 IN_FLIGHT = 6
@@ -114,6 +115,20 @@ def factored_step(optimizer, state, gradient, variable, learning_rate, step, dec
         pipeline.finished(done)
     if with_momentum:
         optimizer.apply_factors(state, gradient, result, variable)
+
+
+def weighted_row_sums_by_platform(grad_square, col_norm):
+    """`_rule.weighted_row_sums` in the form of the platform the step is
+    lowered for: the matrix-vector product on the CPU, the row sum
+    elsewhere (eagerly, JAX's default platform's)."""
+    forms = {
+        form: functools.partial(_rule.weighted_row_sums, form=form) for form in _rule.RMS_FORMS
+    }
+    if not isinstance(grad_square, jax.core.Tracer):
+        return forms["matvec" if jax.default_backend() == "cpu" else "fused"](grad_square, col_norm)
+    return jax.lax.platform_dependent(
+        grad_square, col_norm, cpu=forms["matvec"], default=forms["fused"]
+    )
 
 
 def by_platform(on_cpu, elsewhere, variables, writes, clock):

@@ -50,10 +50,12 @@ def check_rms_form(form) -> None:
 
 def rms_form(variable, requested) -> str:
     """`requested` (an optimizer's `rms_form`), with "auto" resolved by the
-    device `variable` lives on (JAX instead decides by the platform the step
-    is lowered for: `_jax.py`)."""
+    device `variable` lives on; on JAX "platform": the platform the step is
+    lowered for decides (`_jax.weighted_row_sums_by_platform`)."""
     if requested != "auto":
         return requested
+    if keras.backend.backend() == "jax":
+        return "platform"
     return "fused" if on_accelerator(variable) else "matvec"
 
 

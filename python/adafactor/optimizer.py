@@ -292,9 +292,13 @@ class Adafactor(keras.optimizers.Optimizer):
             col_mean = spread(col_rows, col_sum, state.col.shape) / shape[-2]
         row_mean = spread(rows, ops.mean(grad_square, axis=-1), state.row.shape)
         row_norm, col_norm = self.update_factors(state, row_mean, col_mean, decay, rows, len(shape))
-        # A row sum beside row_mean's (one pass over the gradient) where
-        # the rows are sparse.
-        weighted = _rule.weighted_row_sums(grad_square, col_norm, form if rows is None else "fused")
+        if rows is None and form == "platform":
+            from adafactor import _jax
+
+            weighted = _jax.weighted_row_sums_by_platform(grad_square, col_norm)
+        else:  # sparse rows: the row sum, beside the row factor's
+            dense_form = form if rows is None else "fused"
+            weighted = _rule.weighted_row_sums(grad_square, col_norm, dense_form)
         mean_square = _rule.mean_square(weighted, row_norm, math.prod(shape))
         return ops.rsqrt(row_norm), ops.rsqrt(col_norm), mean_square
 
@@ -329,7 +333,10 @@ class Adafactor(keras.optimizers.Optimizer):
         A factored variable with a dense gradient takes its backend's plan
         (PyTorch in place, TensorFlow's graph executor, JAX chosen for the
         platform it is lowered for); the rest (vectors, `factored=False`,
-        sparse rows, TensorFlow under XLA) the generic step below.
+        sparse rows, TensorFlow under XLA, and on JAX a variable cut across
+        devices, whose clip made in each use of the gradient held 0.5 x its
+        parameters more per device under ModelParallel, `make bench`) the
+        generic step below.
 
         A row-sparse gradient (TensorFlow's `IndexedSlices`, JAX's `BCOO`,
         e.g. an embedding's) gives the result of the same gradient made
@@ -350,7 +357,7 @@ class Adafactor(keras.optimizers.Optimizer):
             if plan is not None:
                 plan.factored_step(self, state, gradient, variable, learning_rate, step, decay)
                 return
-            if keras.backend.backend() == "jax":
+            if keras.backend.backend() == "jax" and _placement.is_replicated(variable):
                 from adafactor import _jax
 
                 gradient = ops.cast(gradient, dtype)

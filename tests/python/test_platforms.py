@@ -110,6 +110,24 @@ def test_under_data_parallel_the_platform_decides_too(platform):
 
 
 @JAX_ONLY
+@pytest.mark.parametrize("platform, rms_dots", [("cpu", LAYERS), ("cuda", 0), ("tpu", 0)])
+def test_variables_cut_across_devices_take_the_plain_step_in_the_platforms_form(platform, rms_dots):
+    """Under ModelParallel (here a mesh of this machine's one device, the
+    kernels laid out on its "model" axis) no conditional on any platform,
+    and the RMS form still the platform's."""
+    mesh = keras.distribution.DeviceMesh((1, 1), ["batch", "model"])
+    layouts = keras.distribution.LayoutMap(mesh)
+    layouts[".*kernel"] = (None, "model")
+    distribution = keras.distribution.ModelParallel(layout_map=layouts, batch_dim_name="batch")
+    keras.distribution.set_distribution(distribution)
+    try:
+        _, sgd_dots = counts(lambda: keras.optimizers.SGD(0.01), platform)
+        assert counts(optimizer_adafactor, platform) == (0, sgd_dots + rms_dots)
+    finally:
+        keras.distribution.set_distribution(None)
+
+
+@JAX_ONLY
 def test_a_forced_rms_form_holds_on_every_platform(monkeypatch):
     monkeypatch.setattr(Adafactor, "rms_form", "matvec")
     _, sgd_dots = counts(lambda: keras.optimizers.SGD(0.01), "cuda")
