@@ -127,22 +127,32 @@ def run_child(backend, optimizer, dtype, mode, timeout):
 
 
 def measure(backends, mode, timeout) -> tuple[list[dict], list[str]]:
-    """Rows of the table, and what kept a backend from being measured."""
+    """Rows of the table, and what kept a backend from being measured (the
+    rest of that backend is then skipped)."""
     rows, problems = [], []
     for backend in backends:
-        for dtype in DTYPES:
-            measured = {}
-            for optimizer in OPTIMIZERS:
-                result = run_child(backend, optimizer, dtype, mode, timeout)
-                if result and ("no_gpu" in result or "failed" in result):
-                    problems.append(result.get("no_gpu") or f"{backend}: {result['failed']}")
-                    break
-                measured[optimizer] = result
-                print(f"  {backend} {dtype} {optimizer}: {result}", flush=True)
-            rows += table_rows(backend, dtype, measured)
-            if problems and problems[-1].startswith(backend):
-                break
+        try:
+            for dtype in DTYPES:
+                measured = {o: measure_one(backend, o, dtype, mode, timeout) for o in OPTIMIZERS}
+                rows += table_rows(backend, dtype, measured)
+        except NotMeasuredError as why:
+            problems.append(str(why))
     return rows, problems
+
+
+class NotMeasuredError(Exception):
+    """A backend that sees no GPU, is not installed or failed."""
+
+
+def measure_one(backend, optimizer, dtype, mode, timeout):
+    """One child's result; None when it ran out of time."""
+    result = run_child(backend, optimizer, dtype, mode, timeout)
+    if result and "no_gpu" in result:
+        raise NotMeasuredError(result["no_gpu"])
+    if result and "failed" in result:
+        raise NotMeasuredError(f"{backend}: {result['failed']}")
+    print(f"  {backend} {dtype} {optimizer}: {result}", flush=True)
+    return result
 
 
 def table_rows(backend, dtype, measured) -> list[dict]:

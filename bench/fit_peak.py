@@ -45,14 +45,14 @@ OPTIMIZERS = {
 # default). The conditional off leaves the plain step; on forces it where
 # `_jax.CONDITIONAL_PAYS` leaves it out (jaxlib < 0.5.1).
 CPU_PLAN_VARIANTS = {
-    "adafactor, no conditional": "_jax.CONDITIONAL_PAYS = False",
-    "adafactor, conditional": "_jax.CONDITIONAL_PAYS = True",
-    "adafactor, no heap hand-back": "_jax.RELEASE_AFTER_COMPILE = False",
-    "adafactor, neither": "_jax.CONDITIONAL_PAYS = False; _jax.RELEASE_AFTER_COMPILE = False",
-    "adafactor beta_1, no conditional": "_jax.CONDITIONAL_PAYS = False",
-    "adafactor beta_1, conditional": "_jax.CONDITIONAL_PAYS = True",
-    "adafactor beta_1 bf16, no conditional": "_jax.CONDITIONAL_PAYS = False",
-    "adafactor beta_1 bf16, conditional": "_jax.CONDITIONAL_PAYS = True",
+    "adafactor, no conditional": {"CONDITIONAL_PAYS": False},
+    "adafactor, conditional": {"CONDITIONAL_PAYS": True},
+    "adafactor, no heap hand-back": {"RELEASE_AFTER_COMPILE": False},
+    "adafactor, neither": {"CONDITIONAL_PAYS": False, "RELEASE_AFTER_COMPILE": False},
+    "adafactor beta_1, no conditional": {"CONDITIONAL_PAYS": False},
+    "adafactor beta_1, conditional": {"CONDITIONAL_PAYS": True},
+    "adafactor beta_1 bf16, no conditional": {"CONDITIONAL_PAYS": False},
+    "adafactor beta_1 bf16, conditional": {"CONDITIONAL_PAYS": True},
 }
 
 
@@ -104,12 +104,11 @@ def child(backend: str, model_name: str, optimizer_name: str) -> None:
         y = rng.integers(0, 2, 64)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if optimizer_name in CPU_PLAN_VARIANTS:
-        from adafactor import _jax  # noqa: F401  (used in exec)
+        from adafactor import _jax
 
-        exec(CPU_PLAN_VARIANTS[optimizer_name])
-        expression = OPTIMIZERS[optimizer_name.partition(",")[0]]
-    else:
-        expression = OPTIMIZERS[optimizer_name]
+        for switch, value in CPU_PLAN_VARIANTS[optimizer_name].items():
+            setattr(_jax, switch, value)
+    expression = OPTIMIZERS[optimizer_name.partition(",")[0]]
     optimizer = eval(expression)
     model.compile(optimizer=optimizer, loss=loss)
     parameters = sum(int(np.prod(v.shape)) * 4 for v in model.trainable_variables)

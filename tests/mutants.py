@@ -144,8 +144,13 @@ MUTANTS = [
     ),
     Mutant(
         "JAX's one-operation step for variables cut across devices (deadlocks)",
-        "python/adafactor/_jax.py",
-        [("pipeline is not None and is_replicated(variable)", "pipeline is not None")],
+        OPTIMIZER,
+        [
+            (
+                'keras.backend.backend() == "jax" and _placement.is_replicated(variable)',
+                'keras.backend.backend() == "jax"',
+            )
+        ],
         ["tests/python/test_scale_out.py", "-k", "batch_on_the_model_axis"],
         backend="jax",
     ),

@@ -50,7 +50,6 @@ import jaxlib
 import keras
 
 from adafactor import _rule
-from adafactor._placement import is_replicated
 
 IN_FLIGHT = 6
 # Whether XLA's CPU compiler needs the step as one operation (above).
@@ -78,15 +77,16 @@ class Pipeline:
 
 
 def factored_step(optimizer, state, gradient, variable, learning_rate, step, decay):
-    """The step of a factored variable with a dense gradient, as the
-    platform it is lowered for wants it (the module's docstring). On the
-    CPU one operation (`as_one_operation`) in the optimizer's `Pipeline`
-    where that pays, and the update's RMS as a matrix-vector product;
-    elsewhere the plain step and the row-sum RMS form. A variable cut
-    across devices takes the plain step on the CPU too (its conditional
-    would hold collectives, which XLA's CPU runtime does not order with the
-    step's others: four CPU devices waited in different collectives,
-    tests/python/scale_out/jax_batch_on_model_axis.py)."""
+    """The step of a factored variable with a dense gradient, whole on every
+    device, as the platform it is lowered for wants it (the module's
+    docstring). On the CPU one operation (`as_one_operation`) in the
+    optimizer's `Pipeline` where that pays, and the update's RMS as a
+    matrix-vector product; elsewhere the plain step and the row-sum RMS
+    form. (`Adafactor.update_step` sends a variable cut across devices to
+    the generic step instead: its conditional would hold collectives, which
+    XLA's CPU runtime does not order with the step's others; four CPU
+    devices waited in different collectives,
+    tests/python/scale_out/jax_batch_on_model_axis.py.)"""
     forced = None if optimizer.rms_form == "auto" else optimizer.rms_form
     with_momentum = state.momentum is not None
     # With beta_1 the operation updates the factors and returns the scales;
@@ -98,7 +98,7 @@ def factored_step(optimizer, state, gradient, variable, learning_rate, step, dec
     lr = keras.ops.convert_to_tensor(learning_rate)
     arguments = (state, gradient, variable, lr, step, decay)
     pipeline = getattr(optimizer, "_pipeline", None)
-    one_operation = CONDITIONAL_PAYS and pipeline is not None and is_replicated(variable)
+    one_operation = CONDITIONAL_PAYS and pipeline is not None
 
     def on_cpu():
         form = forced or "matvec"

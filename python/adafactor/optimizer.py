@@ -334,9 +334,9 @@ class Adafactor(keras.optimizers.Optimizer):
         (PyTorch in place, TensorFlow's graph executor, JAX chosen for the
         platform it is lowered for); the rest (vectors, `factored=False`,
         sparse rows, TensorFlow under XLA, and on JAX a variable cut across
-        devices, whose clip made in each use of the gradient held 0.5 x its
-        parameters more per device under ModelParallel, `make bench`) the
-        generic step below.
+        devices: no conditional may hold its collectives, and the clip made
+        in each use of the gradient held 0.5 x its parameters more per
+        device under ModelParallel, `make bench`) the generic step below.
 
         A row-sparse gradient (TensorFlow's `IndexedSlices`, JAX's `BCOO`,
         e.g. an embedding's) gives the result of the same gradient made
