@@ -41,6 +41,8 @@ ACCEPTED = {
     "min_dim_size_to_factor": "NULL/None or a whole number >= 1",
     "factored": "TRUE/True or FALSE/False",
     "momentum_dtype": '"float32" or "bfloat16"',
+    "stochastic_rounding": "TRUE/True or FALSE/False",
+    "seed": "NULL/None or a whole number in [0, 2^32)",
 }
 
 # The dtypes a momentum may be stored in: computed in float32, stored rounded.
@@ -53,6 +55,8 @@ EXTRA_ARGUMENTS = (
     "min_dim_size_to_factor",
     "factored",
     "momentum_dtype",
+    "stochastic_rounding",
+    "seed",
 )
 
 
@@ -134,6 +138,13 @@ def _momentum_dtype(argument: str, value: Any) -> str:
     return value
 
 
+def _seed(argument: str, value: Any) -> int:
+    seed = _whole(0)(argument, value)
+    if seed >= 2**32:
+        _fail(argument, value)
+    return seed
+
+
 def _name(argument: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         _fail(argument, value)
@@ -163,6 +174,8 @@ _COERCE = {
     "min_dim_size_to_factor": _optional(_whole(1)),
     "factored": _boolean,
     "momentum_dtype": _momentum_dtype,
+    "stochastic_rounding": _boolean,
+    "seed": _optional(_seed),
 }
 
 
@@ -174,6 +187,7 @@ OTHER_NAMES = {
     "decay_rate": "beta_2_decay",
     "multiply_by_parameter_scale": "scale_parameter",
     "dtype_momentum": "momentum_dtype",
+    "random_seed": "seed",
 }
 
 

@@ -1,5 +1,7 @@
 """The one place a step's new values are written: the momentum (with
-`beta_1`), then the variable, cast to its dtype. Every plan ends here.
+`beta_1`), then the variable, cast to its dtype (a bfloat16 or float16 one
+rounded stochastically, `_rounding.py`, unless `stochastic_rounding` is
+off). Every plan ends here.
 
 PyTorch writes in place (its eager expressions would each make a full-size
 tensor): the same rule in its in-place form, beside the Keras-ops one.
@@ -10,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from adafactor import _rule
+from adafactor import _rounding, _rule
 from adafactor._sparse import join_rows, spread
 
 
@@ -34,10 +36,32 @@ def apply_update(optimizer, variable, update, momentum, rows=None) -> None:
             # In float32; stored rounded, used as is.
             update = _rule.momentum(ops.cast(momentum, "float32"), update, optimizer.beta_1)
             optimizer.assign(momentum, ops.cast(update, momentum.dtype))
+        rows = None  # the momentum moves every row
+    if _rounding.rounds(variable, optimizer.stochastic_rounding):
+        _assign_rounded(optimizer, variable, update, rows)
+        return
     update = ops.cast(update, variable.dtype)
-    if rows is not None and momentum is None:
+    if rows is not None:
         update = join_rows(rows, update, shape)
     optimizer.assign_sub(variable, update)
+
+
+def _assign_rounded(optimizer, variable, update, rows) -> None:
+    """`variable - update` computed in float32 and rounded stochastically:
+    the whole variable (XLA fuses it into one pass), or on TensorFlow with
+    a row-sparse update the rows present only. (On JAX the rows of a sparse
+    gradient include padding, a zero update at a row that may also be
+    present: the update is spread instead; rows without one stay exact.)"""
+    key = optimizer.rounding_key(variable)
+    shape = tuple(variable.shape)
+    if rows is not None and keras.backend.backend() == "tensorflow":
+        old = ops.take(ops.convert_to_tensor(variable), rows, axis=0)
+        new = ops.cast(old, "float32") - ops.cast(update, "float32")
+        noise = _rounding.noise(_rounding.row_positions(rows, shape), key, variable.dtype)
+        optimizer.assign(variable, join_rows(rows, _rounding.rounded(new, noise, variable.dtype), shape))
+        return
+    new = ops.cast(variable, "float32") - spread(rows, ops.cast(update, "float32"), shape)
+    optimizer.assign(variable, _rounding.rounded_new_value(new, key, variable.dtype))
 
 
 def _apply_in_place(optimizer, variable, update, momentum) -> None:
@@ -52,4 +76,27 @@ def _apply_in_place(optimizer, variable, update, momentum) -> None:
             beta_1 = optimizer.beta_1
             update.mul_(1 - beta_1).add_(momentum.value, alpha=beta_1)
             momentum.value.copy_(update)
-        variable.value.sub_(update.to(variable.value.dtype))
+        if _rounding.rounds(variable, optimizer.stochastic_rounding):
+            _assign_rounded_in_place(optimizer, variable, update)
+        else:
+            variable.value.sub_(update.to(variable.value.dtype))
+
+
+# PyTorch rounds a variable this many entries at a time: the noise and the
+# rounding's temporaries stay this small (4 MiB in float32).
+CHUNK = 1 << 20
+
+
+def _assign_rounded_in_place(optimizer, variable, update) -> None:
+    """`_assign_rounded` in place: the new value made in `update`'s buffer
+    (float32), rounded and written a chunk at a time, with the same noise
+    as the Keras-ops form."""
+    key = optimizer.rounding_key(variable)
+    target = variable.value.view(-1)
+    new = update.reshape(-1)
+    for start in range(0, new.numel(), CHUNK):
+        part = new[start : start + CHUNK]
+        part.neg_().add_(target[start : start + CHUNK])
+        target[start : start + CHUNK].copy_(
+            _rounding.rounded_new_value(part, key, variable.dtype, start)
+        )

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from adafactor import _placement, _rule, _write
+from adafactor import _placement, _rounding, _rule, _write
 from adafactor._arguments import EXTRA_ARGUMENTS, coerce_arguments
 from adafactor._sparse import pick, split_rows, spread
 
@@ -62,6 +62,15 @@ def _unfused_plan():
         if _tensorflow.runs_unfused():
             return _tensorflow
     return None
+
+
+def _global_seed() -> int:
+    """Keras's global seed (`keras.utils.set_random_seed()`) if one is set,
+    else 0."""
+    from keras.src.backend.common import global_state
+
+    seed = global_state.get_global_attribute("global_random_seed")
+    return 0 if seed is None else int(seed) % 2**32
 
 
 class _Callable:
@@ -141,6 +150,18 @@ class Adafactor(keras.optimizers.Optimizer):
             and stored rounded, as optax's and t5x's `dtype_momentum`; the
             step uses the unrounded value. "bfloat16" halves the only
             full-size state. An error without `beta_1`.
+        stochastic_rounding: If True (default), the new value of a bfloat16
+            or float16 variable is computed in float32 and rounded
+            stochastically (its expectation is the float32 value), so that
+            steps smaller than half the dtype's spacing still move it; if
+            False, rounded to nearest. float32 variables are never rounded.
+        seed: None (default) or a whole number in [0, 2^32): the seed of the
+            stochastic rounding. The rounding's random bits come from the
+            seed, the step count and the variable's position, so a run
+            repeats, a restored checkpoint continues bit for bit and every
+            replica rounds alike. None takes Keras's global seed
+            (`keras.utils.set_random_seed()`) when one is set, else 0; the
+            value is kept in `get_config()`.
         **kwargs: Keras's base optimizer arguments (`weight_decay`,
             `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
             `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
@@ -161,6 +182,8 @@ class Adafactor(keras.optimizers.Optimizer):
         min_dim_size_to_factor: int | None = None,
         factored: bool = True,
         momentum_dtype: str = "float32",
+        stochastic_rounding: bool = True,
+        seed: int | None = None,
         name: str = "adafactor",
         **kwargs: Any,
     ):
@@ -178,6 +201,8 @@ class Adafactor(keras.optimizers.Optimizer):
                 min_dim_size_to_factor=min_dim_size_to_factor,
                 factored=factored,
                 momentum_dtype=momentum_dtype,
+                stochastic_rounding=stochastic_rounding,
+                seed=seed,
                 name=name,
                 **kwargs,
             )
@@ -186,6 +211,8 @@ class Adafactor(keras.optimizers.Optimizer):
         super().__init__(**arguments)  # Keras's base arguments
         for key, value in own.items():
             setattr(self, key, value)
+        if self.seed is None:
+            self.seed = _global_seed()
 
     # The update's RMS form: "auto" (chosen for the platform), or "fused" or
     # "matvec" forced on every platform (tests, `make bench`).
@@ -320,12 +347,23 @@ class Adafactor(keras.optimizers.Optimizer):
             from adafactor import _jax
 
             self._pipeline = _jax.Pipeline()
+            # The step count as traced here: a conditional's branch reading
+            # `iterations` would get its value before tracing.
+            self._step_count = ops.convert_to_tensor(self.iterations)
             _jax.release_after_compile(grads)
             grads, trainable_variables = grads[::-1], trainable_variables[::-1]
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
-            self._pipeline = None
+            self._pipeline = self._step_count = None
+
+    _pipeline = _step_count = None
+
+    def rounding_key(self, variable):
+        """The key of `variable`'s stochastic rounding at this step
+        (`_rounding.key`: the seed, the step count, its index)."""
+        count = self.iterations if self._step_count is None else self._step_count
+        return _rounding.key(self.seed, count, self._get_variable_index(variable))
 
     def update_step(self, gradient, variable, learning_rate):
         """One Adafactor step for one variable, by the plan for its platform.
@@ -480,5 +518,7 @@ class Adafactor(keras.optimizers.Optimizer):
             min_dim_size_to_factor=self.min_dim_size_to_factor,
             factored=self.factored,
             momentum_dtype=self.momentum_dtype,
+            stochastic_rounding=self.stochastic_rounding,
+            seed=self.seed,
         )
         return config
