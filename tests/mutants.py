@@ -34,7 +34,51 @@ class Mutant:
     backend: str = "tensorflow"
 
 
+ROUNDING = "python/adafactor/_rounding.py"
+ROUNDING_TESTS = "tests/python/test_rounding.py"
+
 MUTANTS = [
+    Mutant(
+        "bfloat16 values always truncated (no noise)",
+        ROUNDING,
+        [('ops.view(value, "int32") + noise', 'ops.view(value, "int32") + 0 * noise')],
+        [ROUNDING_TESTS, "-k", "unbiased or mean_of_many or below_half"],
+        backend="torch",
+    ),
+    Mutant(
+        "the same rounding noise every step",
+        ROUNDING,
+        [('mix(ops.cast(count, "int32") + seed)', 'mix(0 * ops.cast(count, "int32") + seed)')],
+        [ROUNDING_TESTS, "-k", "each_step_draws_new_noise"],
+    ),
+    Mutant(
+        "JAX's one-operation CPU step reads the step count from before tracing",
+        OPTIMIZER,
+        [
+            (
+                "count = self.iterations if self._step_count is None else self._step_count",
+                "count = self.iterations",
+            )
+        ],
+        [ROUNDING_TESTS, "-k", "each_step_draws_new_noise"],
+        backend="jax",
+    ),
+    Mutant(
+        "float32 variables rounded too",
+        ROUNDING,
+        [
+            (
+                "return enabled and keras.backend.standardize_dtype(variable.dtype) in DROPPED_BITS",
+                "return enabled",
+            ),
+            (
+                "DROPPED_BITS[keras.backend.standardize_dtype(dtype)]",
+                "DROPPED_BITS.get(keras.backend.standardize_dtype(dtype), 16)",
+            ),
+        ],
+        [ROUNDING_TESTS, "-k", "float32_variables_are_never_rounded"],
+        backend="jax",
+    ),
     Mutant(
         "a step 1.5 x too large where a gradient row and column are zero",
         OPTIMIZER,
@@ -230,10 +274,13 @@ def run_tests(tree: Path, tests: list[str], backend: str) -> subprocess.Complete
     return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
 
 
-def main() -> int:
+def main(only: list[str]) -> int:
+    """Every mutant, or those whose defect contains one of `only`."""
     rows, missed = [], 0
     with tempfile.TemporaryDirectory() as scratch:
         for number, mutant in enumerate(MUTANTS):
+            if only and not any(word in mutant.defect for word in only):
+                continue
             clean, planted = Path(scratch, f"clean{number}"), Path(scratch, f"mutant{number}")
             copy_tree(clean)
             copy_tree(planted)
@@ -254,4 +301,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -66,7 +66,9 @@ def key(seed: int, count, index: int):
     """The key of one variable's rounding at one step: an int32 scalar from
     the seed, the step count (the optimizer's `iterations`, a tensor) and
     the variable's index in the optimizer."""
-    step_key = mix(ops.bitwise_xor(ops.cast(count, "int32"), _int32(seed)))
+    # The seed hashed first: seeds s and s + 1 share no step's noise.
+    seed = mix(ops.convert_to_tensor(_int32(seed), "int32"))
+    step_key = mix(ops.cast(count, "int32") + seed)
     return mix(step_key + _int32(index * 0x61C88647))
 
 

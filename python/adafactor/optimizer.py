@@ -70,7 +70,7 @@ def _global_seed() -> int:
     from keras.src.backend.common import global_state
 
     seed = global_state.get_global_attribute("global_random_seed")
-    return 0 if seed is None else int(seed) % 2**32
+    return 0 if seed is None else int(seed)  # NumPy's range: [0, 2^32)
 
 
 class _Callable:
@@ -487,6 +487,7 @@ class Adafactor(keras.optimizers.Optimizer):
             for name, parameter in inspect.signature(function).parameters.items():
                 if parameter.default is not inspect.Parameter.empty:
                     defaults[name] = parameter.default
+        defaults["seed"] = _global_seed()  # what seed=None gives now
         try:
             config = self.get_config()
         except Exception:  # a callable learning rate Keras cannot serialize (a lambda)

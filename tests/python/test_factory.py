@@ -76,6 +76,8 @@ NON_DEFAULT = [
         min_dim_size_to_factor=32,
         factored=False,
         momentum_dtype="bfloat16",
+        stochastic_rounding=False,
+        seed=2**32 - 1,
     ),
     dict(relative_step=False, clipvalue=0.5),
     dict(global_clipnorm=0.75),
@@ -106,11 +108,33 @@ DEFAULT_CONFIG = dict(
     min_dim_size_to_factor=None,
     factored=True,
     momentum_dtype="float32",
+    stochastic_rounding=True,
 )
 
 
+def global_seed():
+    """Keras's global seed as `keras.utils.set_random_seed()` stores it, or 0."""
+    from keras.src.backend.common import global_state
+
+    return global_state.get_global_attribute("global_random_seed") or 0
+
+
+def test_the_seed_defaults_to_keras_global_seed():
+    keras.utils.set_random_seed(7)
+    assert optimizer_adafactor().get_config()["seed"] == 7
+    assert optimizer_adafactor(seed=3).get_config()["seed"] == 3
+    keras.utils.set_random_seed(5)
+    # Resolved once: a seed set afterwards leaves a made optimizer alone,
+    # and its config restores the same seed.
+    made = optimizer_adafactor()
+    keras.utils.set_random_seed(11)
+    assert adafactor.Adafactor.from_config(made.get_config()).seed == 5
+
+
 def expected_config(arguments):
-    config = {**DEFAULT_CONFIG, **arguments}
+    # The seed: Keras's global seed where one is set, else 0
+    # (test_the_seed_defaults_to_keras_global_seed).
+    config = {**DEFAULT_CONFIG, "seed": global_seed(), **arguments}
     # The default learning rate lives in a float32 variable, as in Keras.
     config["learning_rate"] = pytest.approx(config["learning_rate"], rel=1e-7)
     return config
