@@ -68,7 +68,7 @@ MUTANTS = [
         ROUNDING,
         [
             (
-                "return enabled and keras.backend.standardize_dtype(variable.dtype) in DROPPED_BITS",
+                "return enabled and dtype in DROPPED_BITS",
                 "return enabled",
             ),
             (

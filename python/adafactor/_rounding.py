@@ -47,7 +47,8 @@ _GOLDEN = _int32(0x9E3779B9)
 def rounds(variable, enabled: bool) -> bool:
     """Whether `variable` is rounded stochastically (`enabled` on, and its
     dtype one of `DROPPED_BITS`); float32 and float64 never are."""
-    return enabled and keras.backend.standardize_dtype(variable.dtype) in DROPPED_BITS
+    dtype = keras.backend.standardize_dtype(variable.dtype)
+    return enabled and dtype in DROPPED_BITS
 
 
 def _shift_right(x, bits: int):

@@ -58,7 +58,8 @@ def _assign_rounded(optimizer, variable, update, rows) -> None:
         old = ops.take(ops.convert_to_tensor(variable), rows, axis=0)
         new = ops.cast(old, "float32") - ops.cast(update, "float32")
         noise = _rounding.noise(_rounding.row_positions(rows, shape), key, variable.dtype)
-        optimizer.assign(variable, join_rows(rows, _rounding.rounded(new, noise, variable.dtype), shape))
+        new = _rounding.rounded(new, noise, variable.dtype)
+        optimizer.assign(variable, join_rows(rows, new, shape))
         return
     new = ops.cast(variable, "float32") - spread(rows, ops.cast(update, "float32"), shape)
     optimizer.assign(variable, _rounding.rounded_new_value(new, key, variable.dtype))

@@ -79,7 +79,8 @@ def spacing(value, dtype):
 def rounded_many(value, dtype, count=0):
     key = _rounding.key(0, ops.convert_to_tensor(count, "int32"), 0)
     tensor = ops.convert_to_tensor(value, "float32")
-    return ops.convert_to_numpy(ops.cast(_rounding.rounded_new_value(tensor, key, dtype), "float32"))
+    result = _rounding.rounded_new_value(tensor, key, dtype)
+    return ops.convert_to_numpy(ops.cast(result, "float32"))
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
