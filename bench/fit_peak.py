@@ -11,8 +11,11 @@ it).
 
     python bench/fit_peak.py [--backends tensorflow jax torch] [--models dense]
 
-Models: "dense", 12 x Dense(4096) (768 MiB of float32 parameters); "gpt2",
-a keras_hub GPT-2 backbone large enough that its parameters dominate.
+Models: "dense", 12 x Dense(4096) (768 MiB of float32 parameters);
+"dense-bf16", the same with bfloat16 variables (384 MiB; SGD's floor then
+has bfloat16 weights too); "gpt2", a keras_hub GPT-2 backbone large enough
+that its parameters dominate. The parameter bytes are the variables' own
+(2 a number in bfloat16).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ OPTIMIZERS = {
     "adafactor": "optimizer_adafactor()",
     "adafactor beta_1": "optimizer_adafactor(beta_1=0.9)",
     "adafactor beta_1 bf16": "optimizer_adafactor(beta_1=0.9, momentum_dtype='bfloat16')",
+    "adafactor round to nearest": "optimizer_adafactor(stochastic_rounding=False)",
     "Keras Adafactor": "keras.optimizers.Adafactor()",
     "Adam": "keras.optimizers.Adam()",
     "AdamW": "keras.optimizers.AdamW()",
@@ -90,10 +94,13 @@ def child(backend: str, model_name: str, optimizer_name: str) -> None:
     import numpy as np
 
     from adafactor import optimizer_adafactor  # noqa: F401  (used in eval)
+    from adafactor.memory import itemsize
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    if model_name == "dense":
+    if model_name == "dense-bf16":
+        keras.config.set_dtype_policy("bfloat16")
+    if model_name.startswith("dense"):
         model, (x_shape, y_shape) = dense_model(keras)
         x = rng.normal(size=x_shape).astype("float32")
         y = rng.normal(size=y_shape).astype("float32")
@@ -111,7 +118,7 @@ def child(backend: str, model_name: str, optimizer_name: str) -> None:
     expression = OPTIMIZERS[optimizer_name.partition(",")[0]]
     optimizer = eval(expression)
     model.compile(optimizer=optimizer, loss=loss)
-    parameters = sum(int(np.prod(v.shape)) * 4 for v in model.trainable_variables)
+    parameters = sum(int(np.prod(v.shape)) * itemsize(v.dtype) for v in model.trainable_variables)
     model.fit(x, y, batch_size=64, epochs=2, verbose=0)
     print(
         "RESULT "
@@ -177,7 +184,7 @@ def run_child(backend: str, model: str, optimizer: str) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
-    parser.add_argument("--models", nargs="+", default=["dense", "gpt2"])
+    parser.add_argument("--models", nargs="+", default=["dense", "dense-bf16", "gpt2"])
     parser.add_argument(
         "--optimizers",
         nargs="+",

@@ -9,6 +9,8 @@ tensor): the same rule in its in-place form, beside the Keras-ops one.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import ops
 
@@ -61,8 +63,31 @@ def _assign_rounded(optimizer, variable, update, rows) -> None:
         new = _rounding.rounded(new, noise, variable.dtype)
         optimizer.assign(variable, join_rows(rows, new, shape))
         return
-    new = ops.cast(variable, "float32") - spread(rows, ops.cast(update, "float32"), shape)
-    optimizer.assign(variable, _rounding.rounded_new_value(new, key, variable.dtype))
+    update = spread(rows, ops.cast(update, "float32"), shape)
+    optimizer.assign(variable, _new_value(ops.convert_to_tensor(variable), update, key))
+
+
+def _rounded_difference(value, update, key):
+    """`value - update` (float32) rounded stochastically to `value`'s dtype."""
+    new = ops.cast(value, "float32") - update
+    return _rounding.rounded_new_value(new, key, value.dtype)
+
+
+def _new_value(value, update, key):
+    """`_rounded_difference`; on TensorFlow compiled by XLA as one kernel
+    where the graph executor would make each of its values a full-size
+    tensor (`make bench`, 12 x Dense(4096) in bfloat16: fit()'s peak 4.3 x
+    the parameters above SGD's, 0.55 x rounded to nearest)."""
+    if keras.backend.backend() == "tensorflow":
+        return _tensorflow_kernel()(value, update, key)
+    return _rounded_difference(value, update, key)
+
+
+@functools.cache
+def _tensorflow_kernel():
+    import tensorflow as tf
+
+    return tf.function(_rounded_difference, jit_compile=True, autograph=False)
 
 
 def _apply_in_place(optimizer, variable, update, momentum) -> None:

@@ -3,10 +3,14 @@
 `memory_report(model, **arguments)` counts, from the variables' shapes,
 dtypes and layouts alone (no state is created), the bytes of optimizer state
 this optimizer with `arguments` keeps, beside Keras's Adafactor, Adam, AdamW
-and SGD with their defaults. The state is what the optimizer adds for the
+and SGD with their defaults (and the same Keras base arguments `use_ema` and
+`gradient_accumulation_steps`). The state is what the optimizer adds for the
 model's trainable variables (its `variables` after `build()`, less its two
-scalars, the iteration count and the learning rate). Under a Keras
-distribution, also the bytes each device holds, from the layouts.
+scalars, the iteration count and the learning rate): Keras's moving average
+of the weights and its gradient accumulators included, when asked for. The
+parameters are shown beside it, and their sum, what training holds
+before the step's gradients and activations. Under a Keras distribution,
+also the state's bytes each device holds, from the layouts.
 """
 
 from __future__ import annotations
@@ -31,7 +35,15 @@ _FULL_SIZE_COPIES = {"keras Adafactor": 1, "Adam": 2, "AdamW": 2, "SGD": 0}
 class MemoryReport(list):
     """Rows (dicts) of `memory_report()`; prints as a table."""
 
-    COLUMNS = ("optimizer", "state_bytes", "times_parameters", "per_device_bytes")
+    COLUMNS = (
+        "optimizer",
+        "parameter_bytes",
+        "state_bytes",
+        "accumulator_bytes",
+        "total_bytes",
+        "times_parameters",
+        "per_device_bytes",
+    )
 
     def rows(self) -> list[dict]:
         """The rows as plain dicts (what R's `adafactor_memory()` reads)."""
@@ -96,16 +108,20 @@ def _variables(model_or_variables) -> list:
 def _ours(variables, optimizer: Adafactor) -> tuple[int, int]:
     whole = per_device = 0
     for variable in variables:
-        specs = [
-            (shape, dtype, layout) for _, shape, dtype, layout in optimizer.state_specs(variable)
-        ]
-        # Keras's base optimizer: an EMA and a gradient accumulator, each a
-        # copy of the variable, when asked for.
-        copies = bool(optimizer.use_ema) + bool(optimizer.gradient_accumulation_steps)
-        specs += [(variable.shape, variable.dtype, _layout(variable))] * copies
-        for spec in specs:
-            w, d = _bytes(*spec)
+        for _, shape, dtype, layout in optimizer.state_specs(variable):
+            w, d = _bytes(shape, dtype, layout)
             whole, per_device = whole + w, per_device + d
+    return whole, per_device
+
+
+def _copies(variables, count: int) -> tuple[int, int]:
+    """(whole, per device) bytes of `count` copies of each variable, laid
+    out as it is: Keras's base optimizer keeps its moving average
+    (`use_ema`) and its gradient accumulators so, for every optimizer."""
+    whole = per_device = 0
+    for variable in variables:
+        w, d = _bytes(tuple(variable.shape), variable.dtype, _layout(variable))
+        whole, per_device = whole + count * w, per_device + count * d
     return whole, per_device
 
 
@@ -147,9 +163,14 @@ def memory_report(model_or_variables, **arguments) -> MemoryReport:
 
     Returns:
         A `MemoryReport`: one row a optimizer ("adafactor", then Keras's
-        Adafactor, Adam, AdamW and SGD with their defaults), each a dict
-        with `optimizer`, `state_bytes`, `times_parameters` (the state over
-        the parameters' bytes) and `per_device_bytes` (what each device
+        Adafactor, Adam, AdamW and SGD with their defaults and the same
+        `use_ema` and `gradient_accumulation_steps`), each a dict with
+        `optimizer`, `parameter_bytes` (the trainable variables),
+        `state_bytes` (all the optimizer builds for them),
+        `accumulator_bytes` (of which gradient accumulators, a copy of each
+        variable with `gradient_accumulation_steps`), `total_bytes`
+        (parameters and state), `times_parameters` (the state over the
+        parameters' bytes) and `per_device_bytes` (the state each device
         holds under a Keras distribution, from the variables' layouts; None
         without one). `print()` shows it as a table.
     """
@@ -159,14 +180,22 @@ def memory_report(model_or_variables, **arguments) -> MemoryReport:
     variables = _variables(model_or_variables)
     parameters = sum(_bytes(tuple(v.shape), v.dtype)[0] for v in variables)
     distributed = keras.distribution.distribution() is not None
+    accumulators = _copies(variables, bool(optimizer.gradient_accumulation_steps))
+    ema = _copies(variables, bool(optimizer.use_ema))
     counts = [("adafactor", _ours(variables, optimizer))]
     counts += [(name, _keras(variables, name)) for name in KERAS_OPTIMIZERS]
-    return MemoryReport(
-        {
-            "optimizer": name,
-            "state_bytes": whole,
-            "times_parameters": whole / parameters if parameters else 0.0,
-            "per_device_bytes": per_device if distributed else None,
-        }
-        for name, (whole, per_device) in counts
-    )
+    rows = MemoryReport()
+    for name, own in counts:
+        whole, per_device = (a + b + c for a, b, c in zip(own, ema, accumulators, strict=True))
+        rows.append(
+            {
+                "optimizer": name,
+                "parameter_bytes": parameters,
+                "state_bytes": whole,
+                "accumulator_bytes": accumulators[0],
+                "total_bytes": parameters + whole,
+                "times_parameters": whole / parameters if parameters else 0.0,
+                "per_device_bytes": per_device if distributed else None,
+            }
+        )
+    return rows

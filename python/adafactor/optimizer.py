@@ -398,7 +398,7 @@ class Adafactor(keras.optimizers.Optimizer):
             if keras.backend.backend() == "jax" and _placement.is_replicated(variable):
                 from adafactor import _jax
 
-                gradient = ops.cast(gradient, dtype)
+                # In the variable's dtype: cast where it is used, fused.
                 _jax.factored_step(self, state, gradient, variable, learning_rate, step, decay)
                 return
         gradient = ops.cast(gradient, dtype)
@@ -418,8 +418,11 @@ class Adafactor(keras.optimizers.Optimizer):
 
     def fused_factors(self, state, gradient, variable, learning_rate, step, decay, form):
         """`step_factors` of a dense gradient, written for XLA: the clip
-        made in each of its uses, so that no clipped copy is kept."""
-        largest = _rule.largest_gradient(_rule.state_dtype(variable.dtype))
+        (and a low-precision gradient's cast to float32) made in each of its
+        uses, so that no clipped or float32 copy is kept."""
+        dtype = _rule.state_dtype(variable.dtype)
+        largest = _rule.largest_gradient(dtype)
+        gradient = ops.cast(gradient, dtype)
         return self.step_factors(
             state,
             _rule.clip_finite(gradient, largest),
@@ -440,8 +443,8 @@ class Adafactor(keras.optimizers.Optimizer):
         """The clipped dense gradient times `factors`, written
         (`_write.apply_update`): the clip made here again, fused by XLA,
         rather than kept."""
-        largest = _rule.largest_gradient(_rule.state_dtype(variable.dtype))
-        clipped = _rule.clip_finite(gradient, largest)
+        dtype = _rule.state_dtype(variable.dtype)
+        clipped = _rule.clip_finite(ops.cast(gradient, dtype), _rule.largest_gradient(dtype))
         _write.apply_update(self, variable, _rule.times(clipped, factors), state.momentum)
 
     def step_factors(

@@ -72,8 +72,10 @@ def test_report_equals_the_bytes_each_optimizer_builds(name, policy):
         assert rows["adafactor"]["state_bytes"] == built_state_bytes(
             optimizer_adafactor(**options), model
         ), options
-    for label, make in KERAS.items():
-        assert rows[label]["state_bytes"] == built_state_bytes(make(), model), label
+        # Keras's with their defaults and the same base arguments.
+        base = {k: v for k, v in options.items() if k in ("use_ema", "gradient_accumulation_steps")}
+        for label, make in KERAS.items():
+            assert rows[label]["state_bytes"] == built_state_bytes(make(**base), model), label
 
 
 def test_report_of_a_list_of_variables_in_bfloat16():
@@ -91,13 +93,35 @@ def test_report_of_a_list_of_variables_in_bfloat16():
     assert rows["adafactor"]["times_parameters"] == pytest.approx(state / parameters)
     assert rows["Adam"]["state_bytes"] == 2 * parameters
     assert rows["adafactor"]["per_device_bytes"] is None  # no distribution
+    assert rows["adafactor"]["parameter_bytes"] == rows["SGD"]["parameter_bytes"] == parameters
+    assert rows["adafactor"]["total_bytes"] == parameters + state
+    assert rows["SGD"]["total_bytes"] == parameters
+    assert rows["adafactor"]["accumulator_bytes"] == 0
+    # Gradient accumulators: a copy of each variable in its dtype, for
+    # every optimizer (Keras's base optimizer keeps them).
+    accumulated = {
+        row["optimizer"]: row for row in memory_report(variables, gradient_accumulation_steps=4)
+    }
+    for name, row in accumulated.items():
+        assert row["accumulator_bytes"] == parameters, name
+        assert row["state_bytes"] == rows[name]["state_bytes"] + parameters - (
+            4 * (300 * 200 + 120 + 7) if name == "adafactor" else 0
+        ), name
 
 
 def test_report_prints_as_a_table_and_validates_its_arguments():
     model = conv_model()
     table = str(memory_report(model))
     lines = table.splitlines()
-    assert lines[0].split() == ["optimizer", "state_bytes", "times_parameters", "per_device_bytes"]
+    assert lines[0].split() == [
+        "optimizer",
+        "parameter_bytes",
+        "state_bytes",
+        "accumulator_bytes",
+        "total_bytes",
+        "times_parameters",
+        "per_device_bytes",
+    ]
     assert [line.split()[0] for line in lines[1:]] == ["adafactor", "keras", "Adam", "AdamW", "SGD"]
     with pytest.raises(ValueError, match="`beta_1` must be"):
         memory_report(model, beta_1=2)

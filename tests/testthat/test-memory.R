@@ -35,6 +35,14 @@ test_that("adafactor_memory() reports the bytes each optimizer builds", {
   printed <- paste(capture.output(print(report)), collapse = "\n")
   expect_match(printed, "adafactor")
   expect_match(printed, "KiB")
+  # The parameters beside the state, and with gradient accumulation a copy
+  # of them for every optimizer.
+  expect_equal(report$parameter_bytes, rep(4 * parameters, 5))
+  expect_equal(report$total_bytes, report$parameter_bytes + report$state_bytes)
+  accumulated <- adafactor_memory(model, gradient_accumulation_steps = 4)
+  expect_equal(accumulated$accumulator_bytes, rep(4 * parameters, 5))
+  expect_equal(accumulated$state_bytes, report$state_bytes + 4 * parameters)
+  expect_match(paste(capture.output(print(accumulated)), collapse = "\n"), "accumulators")
 })
 
 test_that("adafactor_memory() and momentum_dtype check their arguments as Python does", {
