@@ -55,6 +55,20 @@
 #'     dimensions are at least this size (128 in optax and t5x).}
 #'   \item{`factored`}{`TRUE` (default) or `FALSE`: keep a full second
 #'     moment for every variable.}
+#'   \item{`stochastic_rounding`}{`TRUE` (default) or `FALSE`. The new value
+#'     of a bfloat16 or float16 variable (`config_set_dtype_policy("bfloat16")`)
+#'     is computed in float32 and rounded stochastically, up or down with the
+#'     probabilities that make its expectation the float32 value, so that
+#'     steps smaller than half the type's spacing (most of Adafactor's, in
+#'     bfloat16) still move the weights. `FALSE` rounds to nearest. float32
+#'     variables are never rounded.}
+#'   \item{`seed`}{`NULL` (default) or a whole number in `[0, 2^32)`: the
+#'     seed of the stochastic rounding. Its random bits come from the seed,
+#'     the step count and the variable's position, with no other state, so a
+#'     run repeats, a saved model continues bit for bit after loading, and
+#'     every replica rounds alike. `NULL` takes Keras's global seed
+#'     ([keras3::set_random_seed()]) when one is set, else 0; the value is
+#'     kept in the optimizer's config.}
 #' }
 #' Any other name in `...` is an error, as is an unnamed argument.
 #'
@@ -146,6 +160,19 @@
 #'
 #' # Keras's own Adafactor (full-size state) is still there:
 #' keras_own <- keras3::optimizer_adafactor()
+#'
+#' # bfloat16 weights, half the bytes of float32, that still learn: their
+#' # new values are rounded stochastically (`stochastic_rounding = FALSE`
+#' # rounds to nearest).
+#' config_set_dtype_policy("bfloat16")
+#' half <- keras_model_sequential(input_shape = 4) |>
+#'   layer_dense(16, activation = "relu") |>
+#'   layer_dense(1)
+#' half |> compile(optimizer = optimizer_adafactor(seed = 1), loss = "mse")
+#' x <- matrix(runif(256), ncol = 4)
+#' history <- half |> fit(x, rowSums(x), epochs = 3, verbose = 0)
+#' half$weights[[1]]$dtype
+#' config_set_dtype_policy("float32")
 #' @export
 optimizer_adafactor <- function(
     learning_rate = 0.001,

@@ -75,6 +75,10 @@ GRID = {
             clipvalue=0.5,
         ),
     ),
+    "rounding": (
+        "optimizer_adafactor(stochastic_rounding = FALSE, seed = 4294967295)",
+        dict(stochastic_rounding=False, seed=2**32 - 1),
+    ),
     "schedule": (
         f"optimizer_adafactor(learning_rate = {SCHEDULE_R})",
         dict(learning_rate=keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)),

@@ -88,6 +88,24 @@ def test_jax_model_parallel_holds_no_full_size_state_on_any_device():
     assert_trains(result["losses"])
 
 
+@pytest.mark.parametrize("mode", ["data", "model"])
+def test_jax_replicas_round_bfloat16_weights_alike(mode):
+    """Every device holding a copy of a bfloat16 weight (a replica under
+    DataParallel; a shard's two copies under ModelParallel on 2 x 2) holds
+    the same bits after training with stochastic rounding: the noise comes
+    from the seed, the step and the positions, never from the device."""
+    pytest.importorskip("jax", reason="the JAX backend is optional")
+    result = run_script("jax_rounding_replicas.py", mode)
+    assert result["devices"] == 4 and result["dtypes"] == ["bfloat16"]
+    assert all(result["agree"])
+    assert all(copies == 4 for copies in result["copies"])
+    if mode == "model":  # the kernels cut in two, each part on two devices
+        assert 2 in result["parts"]
+    else:
+        assert set(result["parts"]) == {1}
+    assert_trains(result["losses"])
+
+
 # The options that keep full-size state: a momentum, an unfactored moment.
 FULL_SIZE_OPTIONS = {
     "beta_1": {"beta_1": 0.9},

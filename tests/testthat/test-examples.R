@@ -19,6 +19,8 @@ test_that("the examples run once Python has started, and show what they promise"
                fixed = TRUE)
   made <- run_example("optimizer_adafactor")
   expect_match(made, "keras3::optimizer_adafactor()", fixed = TRUE)
+  expect_match(made, '[1] "bfloat16"', fixed = TRUE)
+  expect_equal(keras3::config_dtype_policy()$name, "float32")  # set back
 })
 
 test_that("in a fresh non-interactive session the examples leave Python unstarted", {

@@ -60,6 +60,39 @@ test_that("save_model(), then load_model() in a fresh session, continues bit for
   expect_identical(fresh, get_weights(model))
 })
 
+# The weights as float32 arrays (reticulate has no R type for bfloat16).
+float32_weights <- function(model) {
+  lapply(model$weights, function(w) {
+    reticulate::py_to_r(op_convert_to_numpy(op_cast(w, "float32")))
+  })
+}
+
+test_that("bfloat16 weights, rounded stochastically, resume bit for bit in a fresh session", {
+  skip_without_python()
+  config_set_dtype_policy("bfloat16")
+  on.exit(config_set_dtype_policy("float32"))
+  model <- resume_model()
+  expect_identical(model$weights[[1]]$dtype, "bfloat16")
+  fit_iris(model, epochs = 2)
+  path <- tempfile(fileext = ".keras")
+  save_model(model, path)
+  start <- float32_weights(model)
+  fit_iris(model, epochs = 2)
+  expect_false(identical(float32_weights(model), start))
+
+  fresh <- run_r_value(sprintf(paste(
+    "library(adafactor)",
+    "model <- load_model('%s')",
+    "stopifnot(model$weights[[1]]$dtype == 'bfloat16')",
+    "data <- list(x = unname(scale(as.matrix(iris[, 1:4]))), y = as.integer(iris$Species) - 1L)",
+    "model |> fit(data$x, data$y, epochs = 2, batch_size = 25, shuffle = FALSE, verbose = 0)",
+    "w <- lapply(model$weights, function(w) {",
+    "  reticulate::py_to_r(op_convert_to_numpy(op_cast(w, 'float32')))",
+    "})",
+    "saveRDS(w, OUT)", sep = "; "), path))
+  expect_identical(fresh, float32_weights(model))
+})
+
 # A Python with Keras 3 and this package's Python module (the test suite's
 # environment), running `code` with `args` in sys.argv.
 run_python <- function(code, ...) {
