@@ -31,11 +31,12 @@ def factored_step(optimizer, state, gradient, variable, learning_rate, step, dec
     with torch.no_grad():
         dtype = state.row.value.dtype
         largest = _rule.largest_gradient(str(dtype).removeprefix("torch."))
-        # The gradient itself when a tensor of the state's dtype (a NumPy
-        # array, as `apply_gradients` may be given, is made a tensor).
-        grad = ops.convert_to_tensor(gradient).to(dtype)
+        # The gradient in its own dtype (a NumPy array, as `apply_gradients`
+        # may be given, made a tensor): each full-size float32 value below
+        # is made from it when needed, never a float32 copy kept beside.
+        grad = ops.convert_to_tensor(gradient)
         # (clip(g))^2 = min(g^2, largest^2): the clipped gradient's square.
-        square = torch.square(grad).clamp_(max=largest * largest)
+        square = grad.to(dtype, copy=True).square_().clamp_(max=largest * largest)
         # The matrix-vector form: the row-sum form divides a full-size copy.
         row_scale, col_scale, mean_square = optimizer.factored_scales(
             state, square, decay, shape, "matvec"
@@ -44,7 +45,8 @@ def factored_step(optimizer, state, gradient, variable, learning_rate, step, dec
         clip = _rule.clip_divisor(mean_square, optimizer.clip_threshold)
         state_dtype = str(dtype).removeprefix("torch.")
         factor = optimizer.step_size(learning_rate, variable, step, state_dtype, rms) / clip
-        update = torch.clamp(grad, -largest, largest)  # the one full-size temporary
+        # The one full-size temporary (the square is gone).
+        update = grad.to(dtype, copy=True).clamp_(-largest, largest)
         update.mul_(torch.unsqueeze(row_scale * factor, -1))
         update.mul_(torch.unsqueeze(col_scale, -2))
         # An infinite or NaN gradient makes the variable NaN, as elsewhere;
