@@ -7,7 +7,9 @@ curves <- utils::read.csv(args[[1]], stringsAsFactors = FALSE)
 table <- utils::read.csv(args[[2]], stringsAsFactors = FALSE)
 backends <- unique(curves$backend)
 runs <- unique(curves$run)
-colours <- grDevices::hcl.colors(length(runs), "Dark 3")
+# Okabe and Ito's colours, told apart by colour-blind readers too.
+colours <- rep(c("black", "#D55E00", "#E69F00", "#0072B2", "#56B4E9", "#009E73",
+                 "#CC79A7"), length.out = length(runs))
 png(args[[3]], width = 550 * length(backends) + 250, height = 550, type = "cairo")
 par(mfrow = c(1, length(backends)), mar = c(5, 5, 3, 1))
 for (backend in backends) {
@@ -22,7 +24,7 @@ for (backend in backends) {
   rows <- table[table$backend == backend, ]
   labels <- sprintf("%s: held-out %.3f, weights + state %.1f MiB", rows$run,
                     rows$held_out_loss, rows$weights_and_state_mib)
-  graphics::legend("topright", legend = labels, col = colours[match(rows$run, runs)],
+  graphics::legend("right", legend = labels, col = colours[match(rows$run, runs)],
                    lwd = 2, bty = "n", cex = 0.85)
 }
 invisible(grDevices::dev.off())

@@ -103,9 +103,17 @@ test_that("the benchmark figures come from the results files make bench writes",
   }
   expect_match(xml2::xml_text(xml2::xml_find_first(page, "//main")),
                paste("Measured", peaks$date[[1]]), fixed = TRUE)
+  # The bfloat16 language model's table, by its caption-free column text.
+  lm <- utils::read.csv(file.path(site, "..", "bench", "results", "lm_bfloat16.csv"))
+  lm_table <- Filter(function(t) grepl("held-out loss", xml2::xml_text(t), fixed = TRUE),
+                     tables)
+  expect_length(lm_table, 1L)
+  for (loss in format(lm$held_out_loss)) {
+    expect_match(xml2::xml_text(lm_table[[1]]), trimws(loss), fixed = TRUE)
+  }
   images <- xml2::xml_attr(xml2::xml_find_all(page, "//main//img"), "src")
   images <- images[nzchar(images)]
-  expect_gte(length(images), 1L)
+  expect_gte(length(images), 2L)
   expect_true(all(file.exists(file.path(site, "articles", images))), label = toString(images))
 })
 
