@@ -172,6 +172,7 @@ bench: setup
 	KERAS_BACKEND=jax $(PY) bench/bench.py --write
 	$(PY) bench/fit_peak.py
 	$(PY) bench/per_device.py
+	$(PY) bench/lm_bfloat16.py
 
 # On a machine with a GPU (and GPU builds of JAX, TensorFlow and PyTorch in
 # the Python it runs in, PYTHON=...): each optimizer's step time and fit()
