@@ -62,7 +62,7 @@
 #'     steps smaller than half the type's spacing (most of Adafactor's, in
 #'     bfloat16) still move the weights. `FALSE` rounds to nearest. float32
 #'     variables are never rounded.}
-#'   \item{`seed`}{`NULL` (default) or a whole number in `[0, 2^32)`: the
+#'   \item{`seed`}{`NULL` (default) or a whole number in `[0, 2^31)`: the
 #'     seed of the stochastic rounding. Its random bits come from the seed,
 #'     the step count and the variable's position, with no other state, so a
 #'     run repeats, a saved model continues bit for bit after loading, and

@@ -42,7 +42,7 @@ ACCEPTED = {
     "factored": "TRUE/True or FALSE/False",
     "momentum_dtype": '"float32" or "bfloat16"',
     "stochastic_rounding": "TRUE/True or FALSE/False",
-    "seed": "NULL/None or a whole number in [0, 2^32)",
+    "seed": "NULL/None or a whole number in [0, 2^31)",
 }
 
 # The dtypes a momentum may be stored in: computed in float32, stored rounded.
@@ -140,7 +140,7 @@ def _momentum_dtype(argument: str, value: Any) -> str:
 
 def _seed(argument: str, value: Any) -> int:
     seed = _whole(0)(argument, value)
-    if seed >= 2**32:
+    if seed >= 2**31:  # an R integer, as reticulate converts it
         _fail(argument, value)
     return seed
 

@@ -70,7 +70,8 @@ def _global_seed() -> int:
     from keras.src.backend.common import global_state
 
     seed = global_state.get_global_attribute("global_random_seed")
-    return 0 if seed is None else int(seed)  # NumPy's range: [0, 2^32)
+    # NumPy takes seeds below 2^32; the optimizer's range is an R integer's.
+    return 0 if seed is None else int(seed) % 2**31
 
 
 class _Callable:
@@ -155,7 +156,7 @@ class Adafactor(keras.optimizers.Optimizer):
             stochastically (its expectation is the float32 value), so that
             steps smaller than half the dtype's spacing still move it; if
             False, rounded to nearest. float32 variables are never rounded.
-        seed: None (default) or a whole number in [0, 2^32): the seed of the
+        seed: None (default) or a whole number in [0, 2^31): the seed of the
             stochastic rounding. The rounding's random bits come from the
             seed, the step count and the variable's position, so a run
             repeats, a restored checkpoint continues bit for bit and every

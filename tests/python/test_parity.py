@@ -76,8 +76,8 @@ GRID = {
         ),
     ),
     "rounding": (
-        "optimizer_adafactor(stochastic_rounding = FALSE, seed = 4294967295)",
-        dict(stochastic_rounding=False, seed=2**32 - 1),
+        "optimizer_adafactor(stochastic_rounding = FALSE, seed = 2147483647)",
+        dict(stochastic_rounding=False, seed=2**31 - 1),
     ),
     "schedule": (
         f"optimizer_adafactor(learning_rate = {SCHEDULE_R})",
