@@ -25,7 +25,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 from pathlib import Path
 
 import results  # bench/results.py: this script's folder is on the path
@@ -165,22 +164,6 @@ def peak_mib(backend: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(backend: str, model: str, optimizer: str) -> dict | None:
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, __file__, "--child", backend, model, optimizer],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    if result.returncode != 0 or not lines:
-        print(f"  {backend} {model} {optimizer}: failed\n{result.stderr[-1500:]}", flush=True)
-        return None
-    return json.loads(lines[-1][len("RESULT ") :])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
@@ -200,7 +183,10 @@ def main() -> None:
     rows = []
     for model in args.models:
         for backend in args.backends:
-            measured = {o: run_child(backend, model, o) for o in args.optimizers}
+            measured = {
+                o: results.run_child(__file__, backend, [model, o], timeout=1800)
+                for o in args.optimizers
+            }
             floor = measured.get("SGD")
             for optimizer, result in measured.items():
                 if result is None or floor is None:

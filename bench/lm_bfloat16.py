@@ -23,7 +23,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import sysconfig
 from pathlib import Path
 
@@ -139,22 +138,6 @@ def held_mib(model) -> float:
     return sum(int(np.prod(v.shape)) * itemsize(v.dtype) for v in variables) / 2**20
 
 
-def run_child(backend: str, run: str, steps: int) -> dict | None:
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, __file__, "--child", backend, run, str(steps)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    if result.returncode != 0 or not lines:
-        print(f"  {backend} {run}: failed\n{result.stderr[-1500:]}", flush=True)
-        return None
-    return json.loads(lines[-1][len("RESULT ") :])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backends", nargs="+", default=["jax"])
@@ -168,7 +151,10 @@ def main() -> None:
         return
     rows, curves = [], []
     for backend in args.backends:
-        measured = {run: run_child(backend, run, args.steps) for run in args.runs}
+        measured = {
+            run: results.run_child(__file__, backend, [run, str(args.steps)], timeout=3600)
+            for run in args.runs
+        }
         reference = measured.get("adafactor float32")
         for run, result in measured.items():
             if result is None:

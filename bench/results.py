@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import csv
 import datetime
+import json
+import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,3 +40,22 @@ def write(name: str, rows: list[dict], folder: Path = RESULTS) -> Path:
         writer.writeheader()
         writer.writerows(dated)
     return path
+
+
+def run_child(script: str, backend: str, arguments: list[str], timeout: int) -> dict | None:
+    """`script --child backend *arguments` in a fresh Python (its own
+    backend and peak memory): the JSON of its last "RESULT " line, or None
+    (and what it printed to stderr) when it failed."""
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, script, "--child", backend, *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        print(f"  {backend} {' '.join(arguments)}: failed\n{result.stderr[-1500:]}", flush=True)
+        return None
+    return json.loads(lines[-1][len("RESULT ") :])
