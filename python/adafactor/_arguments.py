@@ -48,6 +48,9 @@ ACCEPTED = {
 # The dtypes a momentum may be stored in: computed in float32, stored rounded.
 MOMENTUM_DTYPES = ("float32", "bfloat16")
 
+# Seeds are below 2^31, an R integer: reticulate made 2^32 - 1 a -1 in R.
+SEED_LIMIT = 2**31
+
 EXTRA_ARGUMENTS = (
     "scale_parameter",
     "warmup_init",
@@ -140,7 +143,7 @@ def _momentum_dtype(argument: str, value: Any) -> str:
 
 def _seed(argument: str, value: Any) -> int:
     seed = _whole(0)(argument, value)
-    if seed >= 2**31:  # an R integer, as reticulate converts it
+    if seed >= SEED_LIMIT:
         _fail(argument, value)
     return seed
 

@@ -26,6 +26,8 @@ positions and key, rounds alike. The same integers on every backend: what
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -83,9 +85,7 @@ def noise(positions, key, dtype):
 
 def positions(shape, start: int = 0):
     """The row-major positions of a tensor of `shape`, from `start`."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     return ops.reshape(ops.arange(start, start + count, dtype="int32"), shape)
 
 
@@ -105,9 +105,7 @@ def rounded_new_value(value, key, dtype, start: int = 0):
 def row_positions(rows, shape):
     """The positions of the entries of `rows` (axis 0) of a tensor of
     `shape`: the noise a row gets is the one it gets in a dense step."""
-    row_size = 1
-    for size in shape[1:]:
-        row_size *= size
+    row_size = math.prod(shape[1:])
     within = positions(shape[1:])
     starts = ops.reshape(ops.cast(rows, "int32") * row_size, (-1,) + (1,) * (len(shape) - 1))
     return starts + within

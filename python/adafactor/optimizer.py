@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from adafactor import _placement, _rounding, _rule, _write
-from adafactor._arguments import EXTRA_ARGUMENTS, coerce_arguments
+from adafactor._arguments import EXTRA_ARGUMENTS, SEED_LIMIT, coerce_arguments
 from adafactor._sparse import pick, split_rows, spread
 
 # The arguments this class keeps; the rest go to Keras's base optimizer.
@@ -70,8 +70,8 @@ def _global_seed() -> int:
     from keras.src.backend.common import global_state
 
     seed = global_state.get_global_attribute("global_random_seed")
-    # NumPy takes seeds below 2^32; the optimizer's range is an R integer's.
-    return 0 if seed is None else int(seed) % 2**31
+    # NumPy takes seeds below 2^32, the optimizer below SEED_LIMIT.
+    return 0 if seed is None else int(seed) % SEED_LIMIT
 
 
 class _Callable:
