@@ -14,7 +14,7 @@ PIP_INSTALL = -m pip install -q --disable-pip-version-check
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 VERSION := $(shell sed -n 's/^Version: //p' DESCRIPTION)
 TARBALL := adafactor_$(VERSION).tar.gz
-R_SOURCES := DESCRIPTION $(wildcard R/*.R) $(shell find python/adafactor -name '*.py')
+R_SOURCES := DESCRIPTION $(wildcard R/*.R) $(shell find inst/python/adafactor -name '*.py')
 
 # Debian's R and what the keras3 stack needs from Debian; keras3, reticulate
 # (>= 1.42) and their CRAN-only dependencies come from CRAN where reachable,
@@ -27,7 +27,7 @@ R_DEBIAN := r-base-core r-base-dev r-cran-testthat r-cran-roxygen2 \
   r-cran-magrittr r-cran-whisker r-cran-tidyselect r-cran-backports \
   r-cran-generics r-cran-zeallot r-cran-fastmap r-cran-glue r-cran-cli \
   r-cran-lintr r-cran-covr r-cran-pkgdown r-cran-bslib r-cran-rmarkdown \
-  r-cran-png r-cran-xml2 chromium
+  r-cran-png r-cran-xml2 r-cran-remotes chromium
 CRAN := https://cloud.r-project.org
 LOCAL_CRAN ?= $(CURDIR)/../shared/r-repo
 
@@ -47,24 +47,24 @@ PYTHON_COVERAGE_FLOOR := 95
 R_COVERAGE_FLOOR := 90
 
 .PHONY: demo test lint coverage site test-python test-lowest test-user-env \
-  test-r test-parity test-site check bench bench-device mutants setup document clean
+  test-install test-r test-parity test-site check bench bench-device mutants setup document clean
 demo: setup
 	cd demo && Rscript iris.R
 
-test: setup lint test-python test-lowest test-user-env test-r test-parity check \
+test: setup lint test-python test-lowest test-user-env test-install test-r test-parity check \
   test-site coverage
 
 # ruff (pyproject.toml) and lintr (.lintr), one line length for both.
 lint: setup
-	$(PY) -m ruff check python tests bench
-	$(PY) -m ruff format --check python tests bench
+	$(PY) -m ruff check inst/python tests bench
+	$(PY) -m ruff format --check inst/python tests bench
 	Rscript -e 'lints <- lintr::lint_package(); print(lints); quit(status = length(lints) > 0)'
 
 setup: .stamps/r-package .stamps/python
 
 .stamps/r-system:
 	@mkdir -p .stamps
-	if ! command -v Rscript >/dev/null || ! command -v chromium >/dev/null || ! Rscript -e 'quit(status = !all(c("testthat", "roxygen2", "lintr", "covr", "pkgdown") %in% rownames(installed.packages())))'; then \
+	if ! command -v Rscript >/dev/null || ! command -v chromium >/dev/null || ! Rscript -e 'quit(status = !all(c("testthat", "roxygen2", "lintr", "covr", "pkgdown", "remotes") %in% rownames(installed.packages())))'; then \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(R_DEBIAN); \
 	fi
 	if ! Rscript -e 'quit(status = !(requireNamespace("keras3", quietly = TRUE) && packageVersion("reticulate") >= "1.42"))'; then \
@@ -77,13 +77,11 @@ setup: .stamps/r-package .stamps/python
 	fi
 	touch $@
 
-# Roxygen docs, the Python sources shipped in inst/python, the tarball, and
-# the installed R package.
+# Roxygen docs, the tarball, and the installed R package. The Python
+# package lives where R ships it (inst/python/adafactor), so the repository
+# installs as it is; the build leaves out its caches (.Rbuildignore).
 .stamps/r-package: .stamps/r-system $(R_SOURCES)
 	Rscript -e 'roxygen2::roxygenise()' >/dev/null
-	rm -rf inst/python && mkdir -p inst/python
-	cp -r python/adafactor inst/python/
-	find inst/python -name '__pycache__' -prune -exec rm -rf {} +
 	R CMD build --no-build-vignettes . >/dev/null
 	$(SUDO) R CMD INSTALL --no-multiarch $(TARBALL) >/dev/null
 	touch $@
@@ -119,6 +117,12 @@ test-lowest: .stamps/lowest
 # pip install of the checkout into a user's own fresh environment.
 test-user-env: setup
 	$(PY) $(PYTEST) tests/user_env
+
+# The R package installed from a clean copy of the repository's files, the
+# ways R users install (R CMD INSTALL, R CMD build, remotes), each trained
+# from in a fresh R session with keras3's own Python.
+test-install: setup
+	ADAFACTOR_ROOT=$(CURDIR) Rscript -e 'testthat::test_file("tests/install/test-install.R", stop_on_failure = TRUE)'
 
 # In keras3's own Python (no RETICULATE_PYTHON); the tests that choose
 # another Python take the test environment's. Under covr, which installs an
@@ -186,4 +190,4 @@ mutants: setup
 	$(PY) tests/mutants.py
 
 clean:
-	rm -rf .stamps inst/python adafactor.Rcheck $(TARBALL) docs .coverage*
+	rm -rf .stamps adafactor.Rcheck $(TARBALL) docs .coverage*

@@ -22,15 +22,17 @@ imported <- new.env(parent = emptyenv())
   reticulate::py_register_load_hook("keras", import_adafactor) # nocov
 }
 
-# The folder holding the shipped Python package.
+# The folder holding the shipped Python package (the repository's
+# inst/python), or "" where the installed package lacks it.
 python_sources <- function() {
-  system.file("python", package = "adafactor", mustWork = TRUE)
+  module <- system.file("python", "adafactor", "__init__.py", package = "adafactor")
+  if (nzchar(module)) dirname(dirname(module)) else ""
 }
 
 # Import the shipped module into the running Python; never an error here
 # (this runs inside reticulate's keras load hook), the reason is kept instead.
 import_adafactor <- function() {
-  if (is.null(imported$module)) {
+  if (is.null(imported$module) && nzchar(python_sources())) {
     imported$module <- tryCatch(
       reticulate::import_from_path("adafactor", python_sources()),
       error = function(e) {
@@ -43,8 +45,18 @@ import_adafactor <- function() {
 }
 
 # The Python module, starting Python if needed, or an R error that says what
-# is missing and how to get it.
+# is missing and how to get it: the package's own files, or the Python.
 python_module <- function() {
+  if (!nzchar(python_sources())) {
+    adafactor_stop(paste0(
+      "The adafactor R package is incomplete: its Python module ",
+      "(python/adafactor) is missing from ", find.package("adafactor"), ". ",
+      "Reinstall the package from its repository or a source tarball ",
+      "(remotes::install_github(), pak::pak(), or R CMD INSTALL of ",
+      "adafactor_", getNamespaceVersion("adafactor"), ".tar.gz); ",
+      "the Python keras3 uses is not at fault."
+    ))
+  }
   module <- import_adafactor()
   if (is.null(module)) {
     adafactor_stop(paste0(

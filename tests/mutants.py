@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("python/adafactor", "tests/python", "inst/reference")
-OPTIMIZER = "python/adafactor/optimizer.py"
-RULE = "python/adafactor/_rule.py"
+COPIED = ("inst/python/adafactor", "tests/python", "inst/reference")
+OPTIMIZER = "inst/python/adafactor/optimizer.py"
+RULE = "inst/python/adafactor/_rule.py"
 OPTIMIZER_TESTS = "tests/python/test_optimizer.py"
 OPTIONS_TESTS = "tests/python/test_options.py"
 
@@ -34,7 +34,7 @@ class Mutant:
     backend: str = "tensorflow"
 
 
-ROUNDING = "python/adafactor/_rounding.py"
+ROUNDING = "inst/python/adafactor/_rounding.py"
 ROUNDING_TESTS = "tests/python/test_rounding.py"
 
 MUTANTS = [
@@ -94,7 +94,7 @@ MUTANTS = [
     ),
     Mutant(
         "TensorFlow's step 1.5 x too large where a gradient row and column are zero",
-        "python/adafactor/_tensorflow.py",
+        "inst/python/adafactor/_tensorflow.py",
         [
             (
                 "step, dtype, rms) / clip\n",
@@ -158,7 +158,7 @@ MUTANTS = [
     ),
     Mutant(
         "a step up the gradient (the loss rises, weights still move)",
-        "python/adafactor/_write.py",
+        "inst/python/adafactor/_write.py",
         [
             ("optimizer.assign_sub(variable, update)", "optimizer.assign_add(variable, update)"),
             ("variable.value.sub_(", "variable.value.add_("),
@@ -167,21 +167,21 @@ MUTANTS = [
     ),
     Mutant(
         "JAX's factored step as separate operations (every gradient alive at once)",
-        "python/adafactor/_jax.py",
+        "inst/python/adafactor/_jax.py",
         [("    if not one_operation:\n", "    if True:\n")],
         ["tests/python/test_memory.py", "-k", "compiled_step"],
         backend="jax",
     ),
     Mutant(
         "JAX's updates all started at once (no limit in flight)",
-        "python/adafactor/_jax.py",
+        "inst/python/adafactor/_jax.py",
         [("IN_FLIGHT = 6", "IN_FLIGHT = 10**6")],
         ["tests/python/test_memory.py", "-k", "every_gradient"],
         backend="jax",
     ),
     Mutant(
         "JAX's one-operation step off under any Keras distribution",
-        "python/adafactor/_placement.py",
+        "inst/python/adafactor/_placement.py",
         [("return axes is not None and all(axis is None for axis in axes)", "return False")],
         ["tests/python/test_memory.py", "-k", "data_parallel"],
         backend="jax",
@@ -200,28 +200,28 @@ MUTANTS = [
     ),
     Mutant(
         "JAX's CPU conditional in a step lowered for a GPU or TPU",
-        "python/adafactor/_jax.py",
+        "inst/python/adafactor/_jax.py",
         [("default=branch(elsewhere)", "default=branch(on_cpu)")],
         ["tests/python/test_platforms.py"],
         backend="jax",
     ),
     Mutant(
         "JAX's CPU RMS form (matrix-vector) in a step lowered for a GPU or TPU",
-        "python/adafactor/_jax.py",
+        "inst/python/adafactor/_jax.py",
         [('compute(*arguments, forced or "fused")', 'compute(*arguments, forced or "matvec")')],
         ["tests/python/test_platforms.py"],
         backend="jax",
     ),
     Mutant(
         "JAX's compiler memory never handed back (the event missed)",
-        "python/adafactor/_jax.py",
+        "inst/python/adafactor/_jax.py",
         [("    if event == COMPILE_EVENT and _Release.pending:", "    if False:")],
         ["tests/python/test_memory.py", "-k", "free_heap"],
         backend="jax",
     ),
     Mutant(
         "TensorFlow's column scale as a plain product (grappler: a full-size outer product)",
-        "python/adafactor/_tensorflow.py",
+        "inst/python/adafactor/_tensorflow.py",
         [
             (
                 "update = tf.math.multiply_no_nan(update, tf.expand_dims",
@@ -232,7 +232,7 @@ MUTANTS = [
     ),
     Mutant(
         "TensorFlow's momentum read at the step's start (every variable's at once)",
-        "python/adafactor/_tensorflow.py",
+        "inst/python/adafactor/_tensorflow.py",
         [("    with tf.control_dependencies([update]):", "    if True:")],
         ["tests/python/test_memory.py", "-k", "momentum_after"],
     ),
@@ -269,7 +269,7 @@ def plant(tree: Path, mutant: Mutant) -> None:
 
 
 def run_tests(tree: Path, tests: list[str], backend: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(tree / "python"), KERAS_BACKEND=backend)
+    env = dict(os.environ, PYTHONPATH=str(tree / "inst" / "python"), KERAS_BACKEND=backend)
     command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
     return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
 

@@ -8,7 +8,7 @@ import ast
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "python" / "adafactor"
+PACKAGE = Path(__file__).resolve().parents[2] / "inst" / "python" / "adafactor"
 SECTIONS = ("Args:", "Returns:", "Reference:", "Raises:")
 
 
