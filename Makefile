@@ -9,6 +9,10 @@ SHELL := /bin/bash
 # Python keras3 chooses.
 VENV := .venv
 LOWEST := .venv-lowest
+# XLA:TPU and XLA:GPU, compiling here without the hardware
+# (constraints/accelerators.txt): libtpu and the CUDA plugin stay out of
+# the other environments, where JAX would probe for their devices.
+ACCELERATORS := .venv-accelerators
 PY := $(VENV)/bin/python
 PIP_INSTALL = -m pip install -q --disable-pip-version-check
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -47,11 +51,11 @@ PYTHON_COVERAGE_FLOOR := 95
 R_COVERAGE_FLOOR := 90
 
 .PHONY: demo test lint coverage site test-python test-lowest test-user-env \
-  test-install test-r test-parity test-site check bench bench-device mutants setup document clean
+  test-install test-accelerators test-r test-parity test-site check bench bench-device mutants setup document clean
 demo: setup
 	cd demo && Rscript iris.R
 
-test: setup lint test-python test-lowest test-user-env test-install test-r test-parity check \
+test: setup lint test-python test-lowest test-user-env test-install test-accelerators test-r test-parity check \
   test-site coverage
 
 # ruff (pyproject.toml) and lintr (.lintr), one line length for both.
@@ -98,6 +102,12 @@ setup: .stamps/r-package .stamps/python
 	$(LOWEST)/bin/python $(PIP_INSTALL) -c constraints/lowest.txt -e '.[jax,torch]' tensorflow_cpu pytest hypothesis
 	touch $@
 
+.stamps/accelerators: pyproject.toml constraints/accelerators.txt
+	[ -x $(ACCELERATORS)/bin/python ] || python3 -m venv $(ACCELERATORS)
+	$(ACCELERATORS)/bin/python $(PIP_INSTALL) -c constraints/accelerators.txt -e . \
+	  'jax[tpu]' jax-cuda12-plugin jax-cuda12-pjrt keras-hub pytest
+	touch $@
+
 document: .stamps/r-system
 	Rscript -e 'roxygen2::roxygenise()'
 
@@ -117,6 +127,11 @@ test-lowest: .stamps/lowest
 # pip install of the checkout into a user's own fresh environment.
 test-user-env: setup
 	$(PY) $(PYTEST) tests/user_env
+
+# fit()'s JAX step compiled for XLA:TPU and XLA:GPU: each device's peak
+# within the targets (tests/accelerators).
+test-accelerators: .stamps/accelerators
+	$(ACCELERATORS)/bin/python $(PYTEST) tests/accelerators
 
 # The R package installed from a clean copy of the repository's files, the
 # ways R users install (R CMD INSTALL, R CMD build, remotes), each trained
@@ -177,6 +192,8 @@ bench: setup
 	$(PY) bench/fit_peak.py
 	$(PY) bench/per_device.py
 	$(PY) bench/lm_bfloat16.py
+	$(MAKE) .stamps/accelerators
+	$(ACCELERATORS)/bin/python bench/accelerator_memory.py
 
 # On a machine with a GPU (and GPU builds of JAX, TensorFlow and PyTorch in
 # the Python it runs in, PYTHON=...): each optimizer's step time and fit()

@@ -13,7 +13,11 @@ child process of its own (a backend's peak memory is its process's):
   multiple of the parameters' bytes;
 - the median step time on a transformer-shaped parameter set (`bench.py`'s),
   compiled as Keras compiles it on a GPU (JAX `jit`, TensorFlow XLA, PyTorch
-  eagerly), and its ratios to Adam's and Keras Adafactor's from the same run.
+  eagerly), and its ratios to Adam's and Keras Adafactor's from the same run;
+- on JAX, beside them, fit()'s train step as XLA compiles it for the device:
+  its peak and the bytes it moves (`adafactor._compile`), the count that
+  `bench/accelerator_memory.py` makes without a device, so that a GPU
+  checks it.
 
 Writes one CSV (`bench/results/device_check.csv`, with the date, versions and
 device; the site's benchmarks article shows it) and prints a table and the
@@ -79,6 +83,7 @@ def child(backend: str, optimizer_name: str, dtype: str, mode: str) -> None:
     model.fit(x, y, batch_size=size.batch, epochs=2, verbose=0)
     peak = fit_peak.peak_mib(backend)  # before the step timing allocates more
     parameters = bench.nbytes(model.trainable_variables) / 2**20
+    compiled = compiled_figures(backend, model, (x[: size.batch], y[: size.batch]), mode)
     del model
 
     shapes = bench.parameter_shapes(size.d, size.d_layers)
@@ -96,8 +101,29 @@ def child(backend: str, optimizer_name: str, dtype: str, mode: str) -> None:
         step_ms=seconds * 1e3,
         device=fit_peak.device(backend),
         versions=results.versions(backend),
+        **compiled,
     )
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def compiled_figures(backend, model, batch, mode) -> dict:
+    """On JAX, fit()'s train step as XLA compiles it for this device: its
+    peak (arguments + outputs - aliased + temporaries) and the bytes it
+    moves, in MiB: what `bench/accelerator_memory.py` counts without the
+    device, here beside the measured peak, to check the count against it.
+    Empty for the other backends."""
+    if backend != "jax":
+        return {}
+    import jax
+
+    from adafactor import _compile
+
+    step = _compile.compile_train_step(model, batch, jax.devices()[:1])
+    figures = _compile.figures(step, mode)
+    return dict(
+        compiled_peak_mib=figures.peak_bytes / 2**20,
+        compiled_accessed_mib=figures.bytes_accessed / 2**20,
+    )
 
 
 def run_child(backend, optimizer, dtype, mode, timeout):
@@ -173,6 +199,8 @@ def table_rows(backend, dtype, measured) -> list[dict]:
                 step_vs_adam=ratio(result, adam, "step_ms"),
                 step_vs_keras_adafactor=ratio(result, keras_adafactor, "step_ms"),
                 fit_peak_mib=round(result["fit_peak_mib"], 1),
+                compiled_peak_mib=rounded(result.get("compiled_peak_mib")),
+                compiled_accessed_mib=rounded(result.get("compiled_accessed_mib")),
                 parameter_mib=round(result["parameter_mib"], 1),
                 fit_above_sgd_x_parameters=(
                     None
@@ -186,6 +214,10 @@ def table_rows(backend, dtype, measured) -> list[dict]:
     return rows
 
 
+def rounded(mib):
+    return None if mib is None else round(mib, 1)
+
+
 def ratio(result, other, key):
     return None if other is None else round(result[key] / other[key], 3)
 
@@ -194,14 +226,15 @@ def print_table(rows, mode) -> None:
     print()
     print(
         "| backend | dtype | optimizer | step ms | / Adam | / Keras Adafactor "
-        "| fit() peak MiB | above SGD x params |"
+        "| fit() peak MiB | compiled peak MiB | compiled bytes MiB | above SGD x params |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['backend']} | {row['dtype']} | {row['optimizer']} | {row['step_ms']} "
             f"| {row['step_vs_adam']} | {row['step_vs_keras_adafactor']} "
-            f"| {row['fit_peak_mib']} | {row['fit_above_sgd_x_parameters']} |"
+            f"| {row['fit_peak_mib']} | {row['compiled_peak_mib']} "
+            f"| {row['compiled_accessed_mib']} | {row['fit_above_sgd_x_parameters']} |"
         )
     if mode != "gpu":
         return  # the tiny CPU sizes measure nothing a target is about

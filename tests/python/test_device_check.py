@@ -44,6 +44,13 @@ def test_the_cpu_mode_measures_every_backend_dtype_and_optimizer(tmp_path):
             assert float(row["step_vs_adam"]) == 1.0
         if row["optimizer"] == "SGD":
             assert float(row["fit_above_sgd_x_parameters"]) == 0.0
+        # JAX: the compiled step's count beside the measured peak.
+        if row["backend"] == "jax":
+            # The step holds the parameters at least, and reads them.
+            assert float(row["compiled_peak_mib"]) >= float(row["parameter_mib"])
+            assert float(row["compiled_accessed_mib"]) >= float(row["parameter_mib"])
+        else:
+            assert row["compiled_peak_mib"] == row["compiled_accessed_mib"] == ""
     assert "| jax | bfloat16 | adafactor |" in done.stdout
 
 

@@ -128,6 +128,37 @@ def test_variables_cut_across_devices_take_the_plain_step_in_the_platforms_form(
 
 
 @JAX_ONLY
+@pytest.mark.parametrize(
+    "platform, barriers", [("cpu", 0), ("cuda", 2 * LAYERS - 1), ("tpu", 2 * LAYERS - 1)]
+)
+@pytest.mark.parametrize("distributed", [False, True])
+def test_updates_follow_one_another_only_where_lowered_for_an_accelerator(
+    platform, barriers, distributed
+):
+    """`_jax.InOrder`: each variable's gradient after the new value of the
+    one updated before it (an optimization barrier between each pair of
+    the stack's 10 variables) in a step lowered for a GPU or TPU; none in a
+    step lowered for the CPU, which orders its updates itself. The same for
+    variables cut across devices. (XLA:CPU's own compile drops the barriers,
+    so the lowering is read.)"""
+    from adafactor import _jax
+
+    if distributed:
+        mesh = keras.distribution.DeviceMesh((1, 1), ["batch", "model"])
+        layouts = keras.distribution.LayoutMap(mesh)
+        layouts[".*kernel"] = (None, "model")
+        keras.distribution.set_distribution(
+            keras.distribution.ModelParallel(layout_map=layouts, batch_dim_name="batch")
+        )
+    try:
+        model, data = dense_stack(optimizer_adafactor(), width=64, layers=LAYERS, batch=8)
+        lowered = _jax.lowered_train_step(model, data, (platform,))
+    finally:
+        keras.distribution.set_distribution(None)
+    assert lowered.as_text().count("stablehlo.optimization_barrier") == barriers
+
+
+@JAX_ONLY
 def test_a_forced_rms_form_holds_on_every_platform(monkeypatch):
     monkeypatch.setattr(Adafactor, "rms_form", "matvec")
     _, sgd_dots = counts(lambda: keras.optimizers.SGD(0.01), "cuda")

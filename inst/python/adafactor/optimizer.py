@@ -348,6 +348,7 @@ class Adafactor(keras.optimizers.Optimizer):
             from adafactor import _jax
 
             self._pipeline = _jax.Pipeline()
+            self._in_order = _jax.InOrder()
             # The step count as traced here: a conditional's branch reading
             # `iterations` would get its value before tracing.
             self._step_count = ops.convert_to_tensor(self.iterations)
@@ -356,9 +357,9 @@ class Adafactor(keras.optimizers.Optimizer):
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
-            self._pipeline = self._step_count = None
+            self._pipeline = self._step_count = self._in_order = None
 
-    _pipeline = _step_count = None
+    _pipeline = _step_count = _in_order = None
 
     def rounding_key(self, variable):
         """The key of `variable`'s stochastic rounding at this step
@@ -386,6 +387,8 @@ class Adafactor(keras.optimizers.Optimizer):
         rewritten. With `beta_1` every row moves with its momentum, so the
         update is dense.
         """
+        if self._in_order is not None:  # JAX: one variable after another
+            gradient = self._in_order.gradient_of(variable, gradient)
         state = self.state_of(variable)
         dtype = _rule.state_dtype(variable.dtype)
         rows, gradient = split_rows(gradient)

@@ -1,0 +1,64 @@
+"""Each device's peak in fit()'s JAX step, as XLA:TPU (v5e) and XLA:GPU
+(H100) compile it here (`bench/accelerator_memory.py`, the same code), per
+device above SGD's step, as a multiple of the parameter bytes that device
+holds. The targets: this optimizer's defaults +0.10 (the floor is one of
+the 12 layers' gradients at a time, +0.083), with beta_1 +1.10 (its float32
+momentum is 1.0), with a bfloat16 momentum +0.60. The compilers' output is
+deterministic for the pinned versions (constraints/accelerators.txt).
+
+One case misses them: XLA:GPU under Megatron reaches +0.14 (from +0.92),
+since its multi-output fusion keeps the clipped square of a column-sharded
+kernel's gradient beside the gradient, for the row statistics that follow
+the column means (the memory article). It is held where it is reached, so
+that it cannot get worse unnoticed."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+import accelerator_memory as bench
+
+TARGETS = {"adafactor": 0.10, "adafactor beta_1": 1.10, "adafactor beta_1 bf16": 0.60}
+COMPILERS = ("tpu", "gpu")
+# Above the target where it is not reached (the module's docstring).
+SHORTFALL = {("gpu", "Megatron"): 0.05}
+
+
+@functools.cache
+def above_sgd(compiler, distribution, dtype, optimizer):
+    """One device's peak above SGD's, x the parameter bytes it holds."""
+    sgd, parameters = bench.measure(compiler, "dense", distribution, dtype, "SGD")
+    figures, _ = bench.measure(compiler, "dense", distribution, dtype, optimizer)
+    return (figures.peak_bytes - sgd.peak_bytes) / parameters
+
+
+@pytest.mark.parametrize("optimizer", list(TARGETS))
+@pytest.mark.parametrize("distribution", ["one device", "Megatron"])
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_each_devices_peak_is_within_its_target(compiler, distribution, optimizer):
+    bound = TARGETS[optimizer] + SHORTFALL.get((compiler, distribution), 0.0)
+    assert above_sgd(compiler, distribution, "float32", optimizer) <= bound
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_with_bfloat16_weights_too(compiler):
+    assert above_sgd(compiler, "one device", "bfloat16", "adafactor") <= TARGETS["adafactor"]
+
+
+def test_adam_holds_two_more_copies_so_the_measure_sees_state():
+    """The instrument counts state: Adam's two float32 moments."""
+    assert 1.95 <= above_sgd("tpu", "one device", "float32", "Adam") <= 2.15
+
+
+def test_updates_left_to_the_scheduler_hold_gradients_alive(monkeypatch):
+    """The planted defect: without `_jax.InOrder` XLA:TPU schedules the
+    updates late, with more than one layer's gradient alive (+0.18): the
+    target fails."""
+    from adafactor import _jax
+
+    monkeypatch.setattr(_jax.InOrder, "gradient_of", lambda self, variable, gradient: gradient)
+    sgd, parameters = bench.measure("tpu", "dense", "one device", "float32", "SGD")
+    figures, _ = bench.measure("tpu", "dense", "one device", "float32", "adafactor")
+    assert (figures.peak_bytes - sgd.peak_bytes) / parameters > TARGETS["adafactor"]
