@@ -27,11 +27,16 @@ SHORTFALL = {("gpu", "Megatron"): 0.05}
 
 
 @functools.cache
-def above_sgd(compiler, distribution, dtype, optimizer):
-    """One device's peak above SGD's, x the parameter bytes it holds."""
-    sgd, parameters = bench.measure(compiler, "dense", distribution, dtype, "SGD")
-    figures, _ = bench.measure(compiler, "dense", distribution, dtype, optimizer)
-    return (figures.peak_bytes - sgd.peak_bytes) / parameters
+def figures(compiler, distribution, dtype, optimizer):
+    """One device's figures, and the parameter bytes it holds."""
+    return bench.measure(compiler, "dense", distribution, dtype, optimizer)
+
+
+def above_sgd(compiler, distribution, dtype, optimizer, measure="peak_bytes"):
+    """One device's `measure` above SGD's, x the parameter bytes it holds."""
+    sgd, parameters = figures(compiler, distribution, dtype, "SGD")
+    step, _ = figures(compiler, distribution, dtype, optimizer)
+    return (getattr(step, measure) - getattr(sgd, measure)) / parameters
 
 
 @pytest.mark.parametrize("optimizer", list(TARGETS))
@@ -52,13 +57,25 @@ def test_adam_holds_two_more_copies_so_the_measure_sees_state():
     assert 1.95 <= above_sgd("tpu", "one device", "float32", "Adam") <= 2.15
 
 
-def test_updates_left_to_the_scheduler_hold_gradients_alive(monkeypatch):
+def test_updates_left_to_the_scheduler_hold_gradients_alive():
     """The planted defect: without `_jax.InOrder` XLA:TPU schedules the
     updates late, with more than one layer's gradient alive (+0.18): the
     target fails."""
-    from adafactor import _jax
+    sgd, parameters = figures("tpu", "one device", "float32", "SGD")
+    step, _ = bench.measure("tpu", "dense", "one device", "float32", "adafactor, updates unordered")
+    assert (step.peak_bytes - sgd.peak_bytes) / parameters > TARGETS["adafactor"]
 
-    monkeypatch.setattr(_jax.InOrder, "gradient_of", lambda self, variable, gradient: gradient)
-    sgd, parameters = bench.measure("tpu", "dense", "one device", "float32", "SGD")
-    figures, _ = bench.measure("tpu", "dense", "one device", "float32", "adafactor")
-    assert (figures.peak_bytes - sgd.peak_bytes) / parameters > TARGETS["adafactor"]
+
+# The bytes the step moves beyond SGD's step (XLA's cost model), against
+# Adam's: at most Adam's. XLA:TPU on one device reaches 2.08 x Adam's (its
+# column and row reductions and the update each read the gradient, and the
+# clip's reads are counted in each), held there until a step reaches it.
+BYTES_SHORTFALL = {("tpu", "one device"): 1.2}
+
+
+@pytest.mark.parametrize("distribution", ["one device", "Megatron"])
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_the_step_moves_no_more_than_adams_beyond_sgds(compiler, distribution):
+    moved = above_sgd(compiler, distribution, "float32", "adafactor", "bytes_accessed")
+    adam = above_sgd(compiler, distribution, "float32", "Adam", "bytes_accessed")
+    assert moved <= adam * (1 + BYTES_SHORTFALL.get((compiler, distribution), 0.0))

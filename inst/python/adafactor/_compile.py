@@ -47,8 +47,11 @@ runtime_version { major: 12 minor: 9 } device_description_str: "NVIDIA H100 80GB
 """,
 }
 
-# libtpu looks for a TPU host's metadata unless told it is on none.
+# libtpu looks for a TPU host's metadata unless told it is on none, and
+# lets one process at a time load it unless told otherwise (compiling
+# touches no chip).
 _TPU_HOST = {
+    "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
     "TPU_SKIP_MDS_QUERY": "1",
     "TPU_WORKER_HOSTNAMES": "localhost",
     "TPU_WORKER_ID": "0",
@@ -112,14 +115,24 @@ def compile_train_step(model, data, targets):
     distribution lays out the model's variables and the batch.
 
     Only the variables' shapes, dtypes and layouts are read: a model built
-    inside a `keras.StatelessScope` (its variables never initialized) is
-    compiled for without holding its weights. Every state array is an
+    inside `keras.StatelessScope(initialize_variables=False)` is compiled
+    for without its weights ever being made. Every state array is an
     argument (`keep_unused`): a device holds what the step does not read
     too (Keras's Adafactor's velocity of a factored kernel)."""
-    import jax
     import keras
 
     _build_optimizer(model)
+    with keras.StatelessScope(initialize_variables=False):
+        return _compile_built(model, data, targets)
+
+
+def _compile_built(model, data, targets):
+    """`compile_train_step` of a model whose optimizer is built, inside a
+    scope that makes no variable's value (Keras makes the values of the
+    variables it deferred when its outermost StatelessScope ends)."""
+    import jax
+    import keras
+
     # As fit() does first: the compiled loss and metrics get their state.
     model._symbolic_build(data_batch=data)
     mesh = _target_mesh(targets)
@@ -173,7 +186,7 @@ def _build_optimizer(model) -> None:
     if isinstance(optimizer, keras.optimizers.Adafactor):
         optimizer.build(model.trainable_variables)
         return
-    with keras.StatelessScope():
+    with keras.StatelessScope(initialize_variables=False):
         optimizer.build(model.trainable_variables)
 
 
