@@ -141,7 +141,12 @@ def test_updates_follow_one_another_only_where_lowered_for_an_accelerator(
     step lowered for the CPU, which orders its updates itself. The same for
     variables cut across devices. (XLA:CPU's own compile drops the barriers,
     so the lowering is read.)"""
+    import jax
+
     from adafactor import _jax
+
+    if platform == "cpu" and jax.__version_info__ < (0, 5):
+        pytest.skip("JAX < 0.5 lowers both branches of lax.platform_dependent (XLA picks one)")
 
     if distributed:
         mesh = keras.distribution.DeviceMesh((1, 1), ["batch", "model"])

@@ -165,10 +165,15 @@ def _compile_built(model, data, targets):
 
 def _layout(variable):
     """The variable's layout under the Keras distribution: its own, or the
-    distribution's for it where it has not been initialized (Keras lays a
-    variable out when it makes its value; `JaxVariable._initialize_layout`)."""
-    variable._initialize_layout()
-    return variable._layout
+    distribution's for it, kept, where it has not been made (Keras lays a
+    variable out when it makes its value, and an optimizer's state takes
+    its variable's layout)."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    if getattr(variable, "_layout", None) is None and distribution is not None:
+        variable._layout = distribution.get_variable_layout(variable)
+    return getattr(variable, "_layout", None)
 
 
 def _build_optimizer(model) -> None:
