@@ -141,9 +141,11 @@ def test_jax_model_parallel_shards_every_state_like_its_variable(options, tmp_pa
     # The shards are each device's share of the state, not copies of it.
     assert state["d1_kernel_momentum"][0] == [64, 1024]
     # Training equals one device to a few float32 units (sums taken in
-    # another order across the shards); the state saves and loads sharded.
-    assert result["difference"] <= 2e-6
-    assert result["state_difference"] <= 2e-6
+    # another order across the shards; 2.1e-6 with factored=False on an
+    # AVX-512 host, 2026-12-07, before this release's changes too); the
+    # state saves and loads sharded.
+    assert result["difference"] <= 4e-6
+    assert result["state_difference"] <= 4e-6
     assert_trains(result["losses"])
     assert result["loaded_state_difference"] == 0
     # memory_report() predicted what each device holds, from the layouts.
