@@ -86,7 +86,7 @@ class InOrder:
     with several layers' gradients alive at once. Measured (fit()'s step per
     device above SGD's, x the parameters that device holds, compiled here;
     `bench/accelerator_memory.py`, 2026-12-07): 12 x Dense(4096) on XLA:TPU
-    +0.18 -> +0.08 on one device, XLA:GPU +0.92 -> +0.14 under Megatron;
+    +0.18 -> +0.09 on one device, XLA:GPU +0.92 -> +0.14 under Megatron;
     keras_hub's Gemma under its layout map, XLA:TPU +0.91 -> +0.39, but
     XLA:GPU +0.07 -> +0.17 (kept for both: the memory article).
     The CPU step orders its updates itself (`Pipeline`), and XLA:CPU
