@@ -143,8 +143,9 @@ test-install: setup
 # another Python take the test environment's. Under covr, which installs an
 # instrumented copy of the package and fails on a failed test; the line
 # coverage is kept for `coverage`.
-test-r: setup
-	env -u RETICULATE_PYTHON ADAFACTOR_OTHER_PYTHON=$(CURDIR)/$(PY) Rscript -e \
+test-r: setup .stamps/accelerators
+	env -u RETICULATE_PYTHON ADAFACTOR_OTHER_PYTHON=$(CURDIR)/$(PY) \
+	  ADAFACTOR_ACCELERATOR_PYTHON=$(CURDIR)/$(ACCELERATORS)/bin/python Rscript -e \
 	  'saveRDS(covr::package_coverage(type = "tests", quiet = FALSE), ".stamps/r-coverage.rds")'
 
 # Python (the three backends of test-python combined) and R (test-r) line

@@ -3,12 +3,14 @@ made, against the bytes of the state each one makes when it is built.
 Marked `backend`: run under TensorFlow, JAX and PyTorch."""
 
 import math
+import re
 
 import keras
 import numpy as np
 import pytest
 
-from adafactor import memory_report, optimizer_adafactor
+from adafactor import ArgumentError, error_message, memory_report, optimizer_adafactor
+from adafactor._targets import GPU_CARDS, target
 from adafactor.memory import itemsize
 from conftest import dense_stack
 
@@ -338,3 +340,80 @@ def test_after_compiling_a_step_with_this_optimizer_the_free_heap_goes_back(monk
     monkeypatch.setattr(_jax, "RELEASE_AFTER_COMPILE", False)
     fit(optimizer_adafactor())
     assert trims == [0]
+
+
+# With `compiled_for`: what is checked before anything is compiled, on every
+# backend, and the errors where the compiler cannot be had (the compiles
+# themselves: tests/accelerators).
+
+
+def compiled_dense():
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8)])
+    model.compile(optimizer=optimizer_adafactor(), loss="mse")
+    return model
+
+
+BATCH = (np.zeros((4, 16), "float32"), np.zeros((4, 8), "float32"))
+
+
+@pytest.mark.parametrize(
+    "compiled_for,received",
+    [
+        ("Z100 x 4", "'Z100 x 4'"),
+        ("H100 x 9", "'H100 x 9'"),  # more cards than a host has
+        ("v5e 2x2x1", "'v5e 2x2x1'"),  # a v5e slice is two-dimensional
+        ("v4 2x2x1", "'v4 2x2x1'"),  # not offered (the module says why)
+        (4, "4"),
+        ([], "[]"),
+    ],
+)
+def test_a_bad_accelerator_name_says_what_is_accepted(compiled_for, received):
+    expected = error_message("compiled_for", received)
+    assert "'H100 x 4'" in expected and "'v5e 2x2'" in expected
+    with pytest.raises(ArgumentError) as error:
+        memory_report(compiled_dense(), batch=BATCH, compiled_for=compiled_for)
+    assert str(error.value) == expected
+
+
+def test_accelerator_names_are_read_as_people_write_them():
+    assert target("h100x4") == target("H100 x 4")
+    assert target("V5E:2x2").name == "v5e 2x2"
+    assert (target("A100 x 8").device_count, target("v5p 2x2x2").device_count) == (8, 8)
+    assert target("v5e 1x1").device_memory_bytes == 16 * 2**30
+    assert target("L4 x 1").device_memory_bytes == GPU_CARDS["L4"]["device_memory_size"]
+
+
+@pytest.mark.parametrize(
+    "batch,received",
+    [
+        (None, "None"),
+        ("x", "'x'"),
+        ((np.zeros((4, 16)), 1.0), "a part float 1.0"),
+    ],
+)
+def test_a_bad_batch_says_what_is_accepted(batch, received):
+    with pytest.raises(ArgumentError) as error:
+        memory_report(compiled_dense(), batch=batch, compiled_for="H100 x 1")
+    assert str(error.value) == error_message("batch", received)
+
+
+def test_a_batch_without_compiled_for_is_an_error():
+    with pytest.raises(ArgumentError, match="`batch` is read with compiled_for only"):
+        memory_report(compiled_dense(), batch=BATCH)
+
+
+def test_compiled_for_needs_jax_and_its_compilers_or_says_what_to_install():
+    """This environment has neither libtpu nor JAX's CUDA plugin."""
+    model = compiled_dense()
+    if keras.backend.backend() != "jax":
+        with pytest.raises(ValueError, match="compiled_for compiles fit\\(\\)'s JAX step"):
+            memory_report(model, batch=BATCH, compiled_for="v5e 2x2")
+        return
+    import jax
+
+    for name, install in [
+        ("v5e 2x2", f'pip install "jax[tpu]=={jax.__version__}"'),
+        ("H100 x 4", f'pip install "jax-cuda12-plugin=={jax.__version__}"'),
+    ]:
+        with pytest.raises(ImportError, match=re.escape(install)):
+            memory_report(model, batch=BATCH, compiled_for=name)

@@ -93,3 +93,17 @@ test_that("a shipped module that fails to import fails the tests, never skips th
   expect_s3_class(outcome, "adafactor_error")
   expect_match(conditionMessage(outcome), "ImportError: a planted defect", fixed = TRUE)
 })
+
+test_that("an installed package without its Python module says it is incomplete, not that Python is wrong", {
+  real_sources <- python_sources
+  on.exit(assignInNamespace("python_sources", real_sources, "adafactor"))
+  assignInNamespace("python_sources", function() "", "adafactor")
+  error <- tryCatch(optimizer_adafactor(), error = identity)
+  expect_s3_class(error, "adafactor_error")
+  expect_match(conditionMessage(error),
+               "The adafactor R package is incomplete: its Python module", fixed = TRUE)
+  expect_match(conditionMessage(error), find.package("adafactor"), fixed = TRUE)
+  expect_match(conditionMessage(error),
+               paste0("adafactor_", getNamespaceVersion("adafactor"), ".tar.gz"), fixed = TRUE)
+  expect_no_match(conditionMessage(error), "Keras 3 and NumPy", fixed = TRUE)
+})

@@ -1,6 +1,7 @@
 """adafactor: a memory-true Keras 3 Adafactor, one factory for R and Python."""
 
 from adafactor._arguments import ArgumentError, accepted, error_message
+from adafactor._compiled_report import CompiledReport
 from adafactor.factory import optimizer_adafactor
 from adafactor.memory import MemoryReport, memory_report
 from adafactor.optimizer import Adafactor
@@ -9,6 +10,7 @@ __version__ = "0.5.0"
 __all__ = [
     "Adafactor",
     "ArgumentError",
+    "CompiledReport",
     "MemoryReport",
     "accepted",
     "error_message",

@@ -16,8 +16,16 @@ from typing import Any
 import numpy as np
 from keras.optimizers.schedules import LearningRateSchedule
 
+from adafactor._targets import ACCEPTED_TARGETS
+
 # What each argument accepts, in words shown to R and Python users alike.
 ACCEPTED = {
+    "compiled_for": ACCEPTED_TARGETS,
+    "batch": (
+        "one batch as fit() takes it: x, list(x, y) / (x, y), or with sample weights, "
+        "each an array or a full shape with a dtype (jax.ShapeDtypeStruct), the batch "
+        "size included"
+    ),
     "learning_rate": "a finite number >= 0, a LearningRateSchedule or a callable",
     "beta_2_decay": "a finite number < 0",
     "epsilon_1": "a finite number >= 0",

@@ -19,33 +19,13 @@ Needs `jax[tpu]` (libtpu) for TPUs, `jax-cuda12-plugin` and
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-# The compile-only TPU devices: a 2x2 slice of each generation (a 1x1 one is
-# refused by libtpu; one device of the slice stands for it).
-TPU_TOPOLOGIES = {"v4": "v4:2x2x1", "v5e": "v5e:2x2", "v5p": "v5p:2x2x1", "v6e": "v6e:2x2"}
-
-# stream_executor.GpuTargetConfigProto, protobuf text: what XLA:GPU needs
-# of a card to compile for it (openxla/xla
-# xla/backends/gpu/target_config/specs/ has the full descriptions).
-GPU_TARGETS = {
-    "H100": """
-gpu_device_info {
-  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
-  shared_memory_per_core: 233472 threads_per_core_limit: 2048 core_count: 132
-  fpus_per_core: 128 block_dim_limit_x: 2147483647 block_dim_limit_y: 65535
-  block_dim_limit_z: 65535 memory_bandwidth: 3352320000000 l2_cache_size: 52428800
-  clock_rate_ghz: 1.98 device_memory_size: 84942979072
-  shared_memory_per_block_optin: 232448 cuda_compute_capability { major: 9 }
-  registers_per_core_limit: 65536 registers_per_block_limit: 65536
-}
-platform_name: "CUDA" dnn_version_info { major: 9 minor: 8 }
-runtime_version { major: 12 minor: 9 } device_description_str: "NVIDIA H100 80GB HBM3"
-""",
-}
+from adafactor._targets import GPU_CARDS, GPU_TARGET, Target, target
 
 # libtpu looks for a TPU host's metadata unless told it is on none, and
 # lets one process at a time load it unless told otherwise (compiling
@@ -59,29 +39,94 @@ _TPU_HOST = {
 }
 
 
+def target_devices(chosen: Target, count: int | None = None) -> list:
+    """The first `count` (all) compile-only devices of `chosen`."""
+    from jax.experimental import topologies
+
+    count = chosen.device_count if count is None else count
+    if count > chosen.device_count:
+        raise ValueError(
+            f"compiled_for {chosen.name!r} has {chosen.device_count} device(s), and the Keras "
+            f"distribution's mesh {count}: name a target with at least {count}."
+        )
+    require_compiler(chosen.platform)
+    if chosen.platform == "tpu":
+        for variable, value in _TPU_HOST.items():
+            os.environ.setdefault(variable, value)
+        # libtpu lays a slice out on hosts of 2x2 chips, unless told that a
+        # lone chip is its own host.
+        bounds = {"chips_per_host_bounds": [1, 1, 1]} if chosen.device_count == 1 else {}
+        found = topologies.get_topology_desc(
+            topology_name=f"{chosen.chip}:{chosen.shape}", platform="tpu", **bounds
+        ).devices
+    else:
+        config = GPU_TARGET.format(**GPU_CARDS[chosen.chip])
+        found = topologies.get_topology_desc(
+            platform="cuda", topology=f"1x1x{chosen.device_count}", target_config=config
+        ).devices
+    return list(found[:count])
+
+
+# What each platform's compile-only compiler comes in: the module that
+# shows it installed, and the packages, at JAX's own version.
+_COMPILERS = {
+    "tpu": ("libtpu", "jax[tpu]=={jax}", "XLA:TPU (libtpu)"),
+    "gpu": (
+        "jax_plugins.xla_cuda12",
+        "jax-cuda12-plugin=={jax} jax-cuda12-pjrt=={jax}",
+        "XLA:GPU (JAX's CUDA plugin; no GPU or NVIDIA libraries needed)",
+    ),
+}
+
+
+def require_compiler(platform: str) -> None:
+    """An ImportError that says what to install where `platform`'s
+    compiler is not installed beside JAX."""
+    import importlib.util
+
+    import jax
+
+    module, packages, what = _COMPILERS[platform]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        packages = packages.format(jax=jax.__version__)
+        quoted = " ".join(f'"{p}"' for p in packages.split())
+        raise ImportError(
+            f"compiled_for a {platform.upper()} needs {what}, which is not installed beside "
+            f"JAX {jax.__version__}. Install it into this Python: pip install {quoted} "
+            f"(from R: reticulate::py_install(c({', '.join(quoted.split())}), pip = TRUE), "
+            f"or reticulate::py_require() before Python starts). The report without "
+            f"compiled_for needs neither."
+        )
+
+
 def devices(compiler: str, count: int) -> list:
     """`count` devices to compile for: `compiler` "tpu" (a v5e slice),
     "gpu" (H100s) or "cpu" (this host's devices)."""
     import jax
-    from jax.experimental import topologies
 
     if compiler == "tpu":
-        for name, value in _TPU_HOST.items():
-            os.environ.setdefault(name, value)
-        found = topologies.get_topology_desc(
-            topology_name=TPU_TOPOLOGIES["v5e"], platform="tpu"
-        ).devices
-    elif compiler == "gpu":
-        found = topologies.get_topology_desc(
-            platform="cuda", topology=f"1x1x{count}", target_config=GPU_TARGETS["H100"]
-        ).devices
-    elif compiler == "cpu":
+        return target_devices(target("v5e 2x2"), count)
+    if compiler == "gpu":
+        return target_devices(target(f"H100 x {count}"), count)
+    if compiler == "cpu":
         found = jax.devices("cpu")
-    else:
-        raise ValueError(f"compiler must be 'tpu', 'gpu' or 'cpu', not {compiler!r}")
-    if len(found) < count:
-        raise ValueError(f"{compiler}: {count} devices asked for, {len(found)} to be had")
-    return list(found[:count])
+        if len(found) < count:
+            raise ValueError(f"cpu: {count} devices asked for, {len(found)} to be had")
+        return list(found[:count])
+    raise ValueError(f"compiler must be 'tpu', 'gpu' or 'cpu', not {compiler!r}")
+
+
+def mesh_device_count() -> int:
+    """The devices the Keras distribution lays the model out on (1 without
+    one)."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    return 1 if distribution is None else int(np.prod(distribution.device_mesh.shape))
 
 
 def _target_mesh(targets):
@@ -178,21 +223,48 @@ def _layout(variable):
 
 def _build_optimizer(model) -> None:
     """Build the model's optimizer for its variables, laid out first (the
-    optimizer's state takes their layouts). Inside a `keras.StatelessScope`,
-    so no state is made, where the optimizer allows it: Keras's Adafactor
-    makes a variable outside `add_variable` and is built for real."""
+    optimizer's state takes their layouts), inside a `keras.StatelessScope`:
+    no state is made."""
     import keras
 
     for variable in model.trainable_variables + model.non_trainable_variables:
         _layout(variable)
     optimizer = model.optimizer
-    if optimizer.built:
-        return
-    if isinstance(optimizer, keras.optimizers.Adafactor):
-        optimizer.build(model.trainable_variables)
-        return
-    with keras.StatelessScope(initialize_variables=False):
-        optimizer.build(model.trainable_variables)
+    if not optimizer.built:
+        with keras.StatelessScope(initialize_variables=False), _values_deferred():
+            optimizer.build(model.trainable_variables)
+
+
+@contextlib.contextmanager
+def _values_deferred():
+    """Keras's Adafactor makes its placeholders for vectors from the value 0,
+    which a StatelessScope refuses: for its `build`, they are made from an
+    initializer instead, deferred like the rest of its state. Its module
+    alone sees the change."""
+    import keras
+    from keras.src.optimizers import adafactor as keras_adafactor
+
+    backend = keras_adafactor.backend
+
+    def deferred(initializer, *args, **kwargs):
+        if not callable(initializer):
+            value = np.asarray(initializer)
+            kwargs.setdefault("shape", value.shape)
+            kwargs.setdefault("dtype", "int32" if value.dtype.kind in "iu" else None)
+            initializer = keras.initializers.Constant(value)
+        return backend.Variable(initializer, *args, **kwargs)
+
+    class Deferring:
+        Variable = staticmethod(deferred)
+
+        def __getattr__(self, name):
+            return getattr(backend, name)
+
+    keras_adafactor.backend = Deferring()
+    try:
+        yield
+    finally:
+        keras_adafactor.backend = backend
 
 
 @dataclass
@@ -208,14 +280,20 @@ def figures(compiled, compiler: str) -> StepFigures:
     """`compiled`'s per-device figures. XLA:TPU's cost analysis comes with
     the executable; XLA:GPU's compile-only executable has none, so XLA's
     cost model is run over its optimized modules (a CPU client runs it)."""
+    temporaries = compiled.memory_analysis().temp_size_in_bytes
+    return StepFigures(peak_bytes(compiled), temporaries, _bytes_accessed(compiled, compiler))
+
+
+def peak_bytes(compiled) -> int:
+    """What one device holds at `compiled`'s peak: its arguments and outputs
+    (less the donated arguments the outputs reuse) and its temporaries."""
     memory = compiled.memory_analysis()
-    peak = (
+    return (
         memory.argument_size_in_bytes
         + memory.output_size_in_bytes
         - memory.alias_size_in_bytes
         + memory.temp_size_in_bytes
     )
-    return StepFigures(peak, memory.temp_size_in_bytes, _bytes_accessed(compiled, compiler))
 
 
 def _bytes_accessed(compiled, compiler: str) -> float:

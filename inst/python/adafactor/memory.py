@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 
+from adafactor._arguments import ArgumentError
 from adafactor.optimizer import Adafactor
+
+if TYPE_CHECKING:
+    from adafactor._compiled_report import CompiledReport
 
 # Keras's optimizers, by what they keep for a variable, in its dtype and
 # laid out as it is (their `add_variable_from_reference`). Keras 3.15's
@@ -29,6 +33,12 @@ from adafactor.optimizer import Adafactor
 # layout (replicated under a distribution), and two scalar placeholders for
 # rank < 2.
 KERAS_OPTIMIZERS = ("keras Adafactor", "Adam", "AdamW", "SGD")
+_KERAS_CLASSES = (
+    keras.optimizers.Adafactor,
+    keras.optimizers.Adam,
+    keras.optimizers.AdamW,
+    keras.optimizers.SGD,
+)
 _FULL_SIZE_COPIES = {"keras Adafactor": 1, "Adam": 2, "AdamW": 2, "SGD": 0}
 
 
@@ -46,8 +56,16 @@ class MemoryReport(list):
     )
 
     def rows(self) -> list[dict]:
-        """The rows as plain dicts (what R's `adafactor_memory()` reads)."""
-        return [dict(row) for row in self]
+        """The rows as plain dicts, what R's `adafactor_memory()` reads: the
+        bytes as floats (reticulate wraps a Python int past R's integers,
+        2^31, around)."""
+        return [
+            {
+                key: float(value) if key.endswith("_bytes") and value is not None else value
+                for key, value in row.items()
+            }
+            for row in self
+        ]
 
     def __str__(self) -> str:
         cells = [self.COLUMNS] + [tuple(_cell(row[c]) for c in self.COLUMNS) for row in self]
@@ -151,12 +169,27 @@ def _keras(variables, name: str) -> tuple[int, int]:
     return whole, per_device
 
 
-def memory_report(model_or_variables, **arguments) -> MemoryReport:
-    """The optimizer state each optimizer would keep, in bytes, exactly.
+def memory_report(
+    model_or_variables, *, batch=None, compiled_for=None, **arguments
+) -> MemoryReport | CompiledReport:
+    """The optimizer state each optimizer would keep, in bytes, exactly;
+    with `compiled_for`, each device's peak in fit()'s step on the named
+    accelerators, as their compilers report it, and whether it fits.
 
     Args:
         model_or_variables: a built Keras model (its trainable variables) or
-            a list of variables.
+            a list of variables; a compiled model with `compiled_for`.
+        batch: with `compiled_for`, one batch as `fit()` takes it: `x`, or
+            `(x, y)` or `(x, y, sample_weight)`, each an array or anything
+            with a full `shape` and a `dtype` (`jax.ShapeDtypeStruct`), the
+            batch size included.
+        compiled_for: None, or one or more accelerators by name: a TPU slice
+            ("v5e 2x2", "v5p 2x2x1", "v6e 1x1") or GPUs of a host
+            ("H100 x 4", "A100 x 8", "L4 x 1", "T4 x 1"). The step is
+            compiled, on this machine, by that accelerator's XLA (JAX's
+            backend, with `jax[tpu]` or JAX's CUDA plugin installed; no
+            accelerator needed), laid out by the Keras distribution set (on
+            that many of its devices), or on one device without one.
         **arguments: `optimizer_adafactor()`'s arguments (`beta_1`,
             `momentum_dtype`, `factored`, `min_dim_size_to_factor`,
             `use_ema`, ...), validated as there.
@@ -173,7 +206,17 @@ def memory_report(model_or_variables, **arguments) -> MemoryReport:
         parameters' bytes) and `per_device_bytes` (the state each device
         holds under a Keras distribution, from the variables' layouts; None
         without one). `print()` shows it as a table.
+
+        With `compiled_for`, a `CompiledReport` instead: a row an
+        accelerator and optimizer, the rows above with `compiled_for` (the
+        accelerator's name), `devices` (those the step is laid out on),
+        `per_device_peak_bytes` (arguments, outputs and temporaries of one
+        device at the step's peak, from the compiler's buffer assignment:
+        no allocator's fragmentation or runtime reserve),
+        `device_memory_bytes` (one device's memory) and `fits` (the peak
+        within it).
     """
+    from adafactor._compiled_report import compiled_report
     from adafactor.factory import optimizer_adafactor
 
     optimizer = optimizer_adafactor(**arguments)
@@ -198,4 +241,17 @@ def memory_report(model_or_variables, **arguments) -> MemoryReport:
                 "per_device_bytes": per_device if distributed else None,
             }
         )
-    return rows
+    if compiled_for is None:
+        if batch is not None:
+            raise ArgumentError(
+                "`batch` is read with compiled_for only: name the accelerators the step is "
+                "compiled for. Received: batch with compiled_for=None"
+            )
+        return rows
+    keras_options = dict(
+        use_ema=optimizer.use_ema, gradient_accumulation_steps=optimizer.gradient_accumulation_steps
+    )
+    makers = {"adafactor": lambda: optimizer_adafactor(**arguments)}
+    for name, made in zip(KERAS_OPTIMIZERS, _KERAS_CLASSES, strict=True):
+        makers[name] = lambda made=made: made(**keras_options)
+    return compiled_report(model_or_variables, rows, makers, batch, compiled_for)
