@@ -51,7 +51,8 @@ PYTHON_COVERAGE_FLOOR := 95
 R_COVERAGE_FLOOR := 90
 
 .PHONY: demo test lint coverage site test-python test-lowest test-user-env \
-  test-install test-accelerators test-r test-parity test-site check bench bench-device mutants setup document clean
+  test-install test-accelerators test-r test-parity test-site check bench bench-device mutants setup document clean \
+  will-it-fit
 demo: setup
 	cd demo && Rscript iris.R
 
@@ -161,6 +162,7 @@ coverage: test-python test-r
 # rpy2 and reticulate in one Python process (the test environment's).
 test-parity: setup
 	KERAS_BACKEND=tensorflow $(PY) $(PYTEST) tests/python/test_parity.py
+	KERAS_BACKEND=jax $(PY) $(PYTEST) tests/python/test_parity.py -k memory_report
 
 # The tests ran just before, on the installed package (test-r): the check
 # builds, installs, runs the examples and checks the docs, as CRAN would
@@ -195,6 +197,15 @@ bench: setup
 	$(PY) bench/lm_bfloat16.py
 	$(MAKE) .stamps/accelerators
 	$(ACCELERATORS)/bin/python bench/accelerator_memory.py
+	$(MAKE) will-it-fit
+
+# The memory article's worked example, run from Python and from R (with the
+# accelerator environment's Python), its output kept with the date, the
+# versions and the seconds it took.
+will-it-fit: .stamps/accelerators .stamps/r-package
+	bench/will_it_fit.sh python $(ACCELERATORS)/bin/python bench/will_it_fit.py
+	bench/will_it_fit.sh r env RETICULATE_PYTHON=$(CURDIR)/$(ACCELERATORS)/bin/python \
+	  Rscript bench/will_it_fit.R
 
 # On a machine with a GPU (and GPU builds of JAX, TensorFlow and PyTorch in
 # the Python it runs in, PYTHON=...): each optimizer's step time and fit()

@@ -46,8 +46,10 @@
 #'   (those the step is laid out on), `per_device_peak_bytes` (one device's
 #'   arguments, outputs and temporaries at the step's peak, as the compiler
 #'   assigns them: no allocator's fragmentation or runtime reserve),
-#'   `device_memory_bytes` (one device's memory) and `fits`. It prints with
-#'   the sizes in KiB, MiB or GiB.
+#'   `device_memory_bytes` (one device's memory), `fits` and
+#'   `compiler_refused`: where the compiler refuses a step that cannot fit
+#'   (XLA:TPU does), its message, with the peak `NA` and `fits` `FALSE`. It
+#'   prints with the sizes in KiB, MiB or GiB.
 #' @examplesIf (interactive() || reticulate::py_available()) && adafactor_available()
 #' model <- keras_model_sequential(input_shape = 512) |>
 #'   layer_dense(1024) |>
@@ -91,9 +93,10 @@ memory_row <- function(row) {
   if (!is.null(row$compiled_for)) {
     out$compiled_for <- row$compiled_for
     out$devices <- as.integer(row$devices)
-    out$per_device_peak_bytes <- as.numeric(row$per_device_peak_bytes)
+    out$per_device_peak_bytes <- as.numeric(row$per_device_peak_bytes %||% NA)
     out$device_memory_bytes <- as.numeric(row$device_memory_bytes)
     out$fits <- isTRUE(row$fits)
+    out$compiler_refused <- row$compiler_refused %||% NA_character_
   }
   out
 }
@@ -123,13 +126,15 @@ print.adafactor_memory <- function(x, ...) {
 # The compiled report: each accelerator's per-device peak by optimizer.
 print_compiled <- function(x) {
   shown <- data.frame(
-    compiled_for = x$compiled_for,
+    accelerator = x$compiled_for,
     optimizer = x$optimizer,
     devices = x$devices,
-    `peak per device` = format_bytes(x$per_device_peak_bytes),
-    `device memory` = format_bytes(x$device_memory_bytes),
+    `peak/device` = ifelse(is.na(x$per_device_peak_bytes), "out of memory",
+                           format_bytes(x$per_device_peak_bytes)),
+    `memory/device` = format_bytes(x$device_memory_bytes),
     fits = ifelse(x$fits, "yes", "NO"),
-    `optimizer state` = format_bytes(x$state_bytes),
+    `state/device` = format_bytes(ifelse(is.na(x$per_device_bytes), x$state_bytes,
+                                         x$per_device_bytes)),
     check.names = FALSE)
   print(shown, row.names = FALSE, right = TRUE)
   invisible(x)

@@ -27,6 +27,9 @@ def megatron():
 def test_the_report_is_the_instruments_figure(megatron, compiler, name):
     model, data = bench.dense_model(optimizer_adafactor())
     rows = {row["optimizer"]: row for row in memory_report(model, batch=data, compiled_for=name)}
+    # The state each device holds of a model whose weights were never made,
+    # from the layouts the distribution gives: Adam's two moments.
+    assert rows["Adam"]["per_device_bytes"] == 2 * bench.parameter_bytes(model, 4)
     for ours, theirs in INSTRUMENT.items():
         figures, _ = bench.measure(compiler, "dense", "Megatron", "float32", theirs)
         bench.set_distribution("Megatron")  # measure() leaves none set
@@ -66,6 +69,18 @@ def test_a_model_too_big_for_adam_on_one_card_is_reported_so():
     assert rows["adafactor"]["fits"]
 
 
+def test_where_xla_tpu_refuses_the_step_it_does_not_fit():
+    """XLA:TPU will not compile a step that exceeds the chip's memory: Adam's
+    three copies of 1.6 billion parameters (19.3 GB) on a 16 GiB chip."""
+    model, batch = big_dense(layers=6)
+    rows = {r["optimizer"]: r for r in memory_report(model, batch=batch, compiled_for="v5e 1x1")}
+    assert rows["Adam"]["per_device_peak_bytes"] is None
+    assert "RESOURCE_EXHAUSTED" in rows["Adam"]["compiler_refused"]
+    assert not rows["Adam"]["fits"]
+    assert rows["adafactor"]["fits"] and rows["adafactor"]["compiler_refused"] is None
+    assert rows["adafactor"]["per_device_peak_bytes"] < 2**34
+
+
 def test_a_batch_the_model_does_not_take_names_what_it_takes():
     model, _ = big_dense(width=64, layers=1)
     wrong = (np.zeros((8, 32), "float32"), np.zeros((8, 64), "float32"))
@@ -88,7 +103,7 @@ def test_the_report_prints_a_table_a_person_reads():
     model, batch = big_dense(width=256, layers=2)
     report = memory_report(model, batch=batch, compiled_for=["v5e 1x1", "A100 x 1"])
     lines = str(report).splitlines()
-    assert lines[0].split()[:3] == ["compiled_for", "optimizer", "devices"]
+    assert lines[0].split()[:3] == ["accelerator", "optimizer", "devices"]
     assert len(lines) == 1 + 2 * 5
     assert lines[1].split()[:2] == ["v5e", "1x1"] and "16.0 GiB" in lines[1]
     assert "79.3 GiB" in lines[-1] and lines[-1].split()[-3] == "yes"

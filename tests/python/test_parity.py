@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from adafactor import Adafactor, optimizer_adafactor
+from adafactor import Adafactor, memory_report, optimizer_adafactor
 from r_bridge import r
 
 SCHEDULE_R = "learning_rate_schedule_exponential_decay(0.1, 10, 0.5)"
@@ -156,3 +156,51 @@ def test_training_with_the_r_made_optimizer_is_bit_for_bit_the_same():
     for a, b in zip(from_r, from_python, strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
+
+
+# The memory report's checks with compiled_for, from R and from Python: one
+# message (TensorFlow here, where the JAX step cannot be compiled, and JAX
+# without libtpu or JAX's CUDA plugin: `make test-parity` runs both).
+R_MODEL = (
+    "model <- keras_model_sequential(input_shape = 6) |> layer_dense(3); "
+    "model |> compile(optimizer = optimizer_adafactor(), loss = 'mse'); "
+    "batch <- list(array(0, c(4, 6)), array(0, c(4, 3)))"
+)
+
+
+def python_model():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    model.compile(optimizer=optimizer_adafactor(), loss="mse")
+    return model, (np.zeros((4, 6)), np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize(
+    "r_arguments,python_arguments",
+    [
+        ("batch = batch, compiled_for = 'Z100 x 4'", dict(compiled_for=["Z100 x 4"])),
+        (
+            "batch = batch, compiled_for = c('v5e 2x2', 'H100 x 9')",
+            dict(compiled_for=["v5e 2x2", "H100 x 9"]),
+        ),
+        ("batch = batch, compiled_for = 4", dict(compiled_for=4)),
+        ("compiled_for = 'v5e 2x2'", dict(batch=None, compiled_for=["v5e 2x2"])),
+        (
+            "batch = list(array(0, c(4, 6)), 2), compiled_for = 'v5e 2x2'",
+            dict(batch=[np.zeros((4, 6)), 2.0], compiled_for=["v5e 2x2"]),
+        ),
+        ("batch = batch", dict(compiled_for=None)),
+        # Past the checks: the backend (TensorFlow), or the missing compiler (JAX).
+        ("batch = batch, compiled_for = 'v5e 2x2'", dict(compiled_for=["v5e 2x2"])),
+        ("batch = batch, compiled_for = 'L4 x 1'", dict(compiled_for=["L4 x 1"])),
+    ],
+)
+def test_r_memory_report_errors_carry_the_python_message(r_arguments, python_arguments):
+    model, batch = python_model()
+    python_arguments = {"batch": batch, **python_arguments}
+    with pytest.raises((ValueError, ImportError)) as python_error:
+        memory_report(model, **python_arguments)
+    r_message = r(
+        f"{R_MODEL}; tryCatch(adafactor_memory(model, {r_arguments}), "
+        "adafactor_error = conditionMessage)"
+    )
+    assert r_message == str(python_error.value)

@@ -187,7 +187,7 @@ def _compile_built(model, data, targets):
         model.optimizer.variables,
         model.metrics_variables,
     )
-    shardings = tuple([_sharding(mesh, _layout(v)) for v in group] for group in groups)
+    shardings = tuple([_sharding(mesh, layout(v)) for v in group] for group in groups)
     state = tuple(
         [jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s) for v, s in zip(g, ss, strict=True)]
         for g, ss in zip(groups, shardings, strict=True)
@@ -208,15 +208,16 @@ def _compile_built(model, data, targets):
     return step.trace(state, batch).lower().compile()
 
 
-def _layout(variable):
-    """The variable's layout under the Keras distribution: its own, or the
-    distribution's for it, kept, where it has not been made (Keras lays a
-    variable out when it makes its value, and an optimizer's state takes
-    its variable's layout)."""
+def layout(variable):
+    """The variable's layout: its own, or, where its value has not been made,
+    the Keras distribution's for it, kept (Keras lays a variable out when it
+    makes its value, and an optimizer's state takes its variable's layout).
+    A variable made before the distribution was set keeps none."""
     import keras
 
     distribution = keras.distribution.distribution()
-    if getattr(variable, "_layout", None) is None and distribution is not None:
+    unmade = getattr(variable, "_value", True) is None
+    if getattr(variable, "_layout", None) is None and distribution is not None and unmade:
         variable._layout = distribution.get_variable_layout(variable)
     return getattr(variable, "_layout", None)
 
@@ -228,7 +229,7 @@ def _build_optimizer(model) -> None:
     import keras
 
     for variable in model.trainable_variables + model.non_trainable_variables:
-        _layout(variable)
+        layout(variable)
     optimizer = model.optimizer
     if not optimizer.built:
         with keras.StatelessScope(initialize_variables=False), _values_deferred():

@@ -17,7 +17,7 @@ import keras
 from adafactor import _compile
 from adafactor._arguments import ArgumentError, error_message
 from adafactor._targets import target
-from adafactor.memory import MemoryReport
+from adafactor.memory import MemoryReport, table
 
 
 class CompiledReport(MemoryReport):
@@ -25,27 +25,34 @@ class CompiledReport(MemoryReport):
     accelerator and optimizer. Prints as a table."""
 
     SHOWN = (
-        ("compiled_for", "compiled_for"),
+        ("compiled_for", "accelerator"),
         ("optimizer", "optimizer"),
         ("devices", "devices"),
-        ("per_device_peak_bytes", "peak per device"),
-        ("device_memory_bytes", "device memory"),
+        ("per_device_peak_bytes", "peak/device"),
+        ("device_memory_bytes", "memory/device"),
         ("fits", "fits"),
-        ("state_bytes", "optimizer state"),
+        ("state_per_device", "state/device"),
     )
 
     def __str__(self) -> str:
         cells = [tuple(title for _, title in self.SHOWN)]
-        cells += [tuple(_cell(key, row[key]) for key, _ in self.SHOWN) for row in self]
-        widths = [max(len(line[i]) for line in cells) for i in range(len(self.SHOWN))]
-        return "\n".join(
-            "  ".join(value.rjust(width) for value, width in zip(line, widths, strict=True))
-            for line in cells
-        )
+        cells += [tuple(_cell(key, _value(row, key)) for key, _ in self.SHOWN) for row in self]
+        return table(cells)
+
+
+def _value(row: dict, key: str):
+    """The row's `key`; "state_per_device": the optimizer state one device
+    holds (all of it without a distribution)."""
+    if key == "state_per_device":
+        shared = row["per_device_bytes"]
+        return row["state_bytes"] if shared is None else shared
+    return row[key]
 
 
 def _cell(key: str, value) -> str:
-    if key.endswith("_bytes"):
+    if key == "per_device_peak_bytes" and value is None:
+        return "out of memory"
+    if key.endswith("_bytes") or key == "state_per_device":
         return size_text(value)
     if isinstance(value, bool):
         return "yes" if value else "NO"
@@ -72,7 +79,7 @@ def compiled_report(model, static_rows, optimizers, batch, compiled_for) -> Comp
     for chosen in targets:
         devices = _compile.target_devices(chosen, devices_used)
         for row in static_rows:
-            peak = _peak(model, optimizers[row["optimizer"]](), data, devices)
+            peak, refusal = _peak(model, optimizers[row["optimizer"]](), data, devices)
             report.append(
                 dict(
                     row,
@@ -80,22 +87,31 @@ def compiled_report(model, static_rows, optimizers, batch, compiled_for) -> Comp
                     devices=devices_used,
                     per_device_peak_bytes=peak,
                     device_memory_bytes=chosen.device_memory_bytes,
-                    fits=peak <= chosen.device_memory_bytes,
+                    fits=peak is not None and peak <= chosen.device_memory_bytes,
+                    compiler_refused=refusal,
                 )
             )
     return report
 
 
-def _peak(model, optimizer, data, devices) -> int:
+def _peak(model, optimizer, data, devices) -> tuple[int | None, str | None]:
     """One device's peak in `model`'s step with `optimizer` (in place of
-    the model's own for the compile, which is given back after)."""
+    the model's own for the compile, which is given back after); or None
+    and the compiler's words where it refuses a step that cannot fit
+    (XLA:TPU does: RESOURCE_EXHAUSTED, out of memory)."""
+    import jax
+
     own = model.optimizer
     model.optimizer = optimizer
     try:
         compiled = _compile_step(model, data, devices)
+    except jax.errors.JaxRuntimeError as error:
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        return None, str(error).strip()
     finally:
         model.optimizer = own
-    return _compile.peak_bytes(compiled)
+    return _compile.peak_bytes(compiled), None
 
 
 def _compile_step(model, data, devices):

@@ -68,12 +68,16 @@ class MemoryReport(list):
         ]
 
     def __str__(self) -> str:
-        cells = [self.COLUMNS] + [tuple(_cell(row[c]) for c in self.COLUMNS) for row in self]
-        widths = [max(len(line[i]) for line in cells) for i in range(len(self.COLUMNS))]
-        return "\n".join(
-            "  ".join(value.rjust(width) for value, width in zip(line, widths, strict=True))
-            for line in cells
-        )
+        return table([self.COLUMNS] + [tuple(_cell(row[c]) for c in self.COLUMNS) for row in self])
+
+
+def table(lines: list[tuple[str, ...]]) -> str:
+    """Lines of cells as text, each column right-aligned."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(value.rjust(width) for value, width in zip(line, widths, strict=True))
+        for line in lines
+    )
 
 
 def _cell(value: Any) -> str:
@@ -113,14 +117,22 @@ def _bytes(shape, dtype, layout=None) -> tuple[int, int]:
 
 
 def _variables(model_or_variables) -> list:
+    """The variables, each laid out as the Keras distribution lays it out
+    (a model built without its weights has not been laid out yet)."""
+    from adafactor._compile import layout
+
     if isinstance(model_or_variables, keras.Model):
         if not model_or_variables.built:
             raise ValueError(
                 "`model` must be built (give it an Input, or call it once) so that "
                 "its variables have shapes."
             )
-        return list(model_or_variables.trainable_variables)
-    return list(model_or_variables)
+        variables = list(model_or_variables.trainable_variables)
+    else:
+        variables = list(model_or_variables)
+    for variable in variables:
+        layout(variable)
+    return variables
 
 
 def _ours(variables, optimizer: Adafactor) -> tuple[int, int]:
@@ -213,8 +225,10 @@ def memory_report(
         `per_device_peak_bytes` (arguments, outputs and temporaries of one
         device at the step's peak, from the compiler's buffer assignment:
         no allocator's fragmentation or runtime reserve),
-        `device_memory_bytes` (one device's memory) and `fits` (the peak
-        within it).
+        `device_memory_bytes` (one device's memory), `fits` (the peak
+        within it) and `compiler_refused`: where the compiler refuses a step
+        that cannot fit (XLA:TPU does), its message, the peak None and
+        `fits` False.
     """
     from adafactor._compiled_report import compiled_report
     from adafactor.factory import optimizer_adafactor
