@@ -131,7 +131,7 @@ print_compiled <- function(x) {
     devices = x$devices,
     `peak/device` = ifelse(is.na(x$per_device_peak_bytes), "out of memory",
                            format_bytes(x$per_device_peak_bytes)),
-    `memory/device` = format_bytes(x$device_memory_bytes),
+    memory = format_bytes(x$device_memory_bytes),
     fits = ifelse(x$fits, "yes", "NO"),
     `state/device` = format_bytes(ifelse(is.na(x$per_device_bytes), x$state_bytes,
                                          x$per_device_bytes)),

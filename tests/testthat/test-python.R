@@ -94,7 +94,7 @@ test_that("a shipped module that fails to import fails the tests, never skips th
   expect_match(conditionMessage(outcome), "ImportError: a planted defect", fixed = TRUE)
 })
 
-test_that("an installed package without its Python module says it is incomplete, not that Python is wrong", {
+test_that("a package installed without its Python module says so, not that Python is wrong", {
   real_sources <- python_sources
   on.exit(assignInNamespace("python_sources", real_sources, "adafactor"))
   assignInNamespace("python_sources", function() "", "adafactor")

@@ -29,7 +29,7 @@ class CompiledReport(MemoryReport):
         ("optimizer", "optimizer"),
         ("devices", "devices"),
         ("per_device_peak_bytes", "peak/device"),
-        ("device_memory_bytes", "memory/device"),
+        ("device_memory_bytes", "memory"),
         ("fits", "fits"),
         ("state_per_device", "state/device"),
     )
