@@ -92,7 +92,8 @@ test_that("a compiled report prints each accelerator's peak beside its memory", 
   expect_identical(report$fits, c(TRUE, FALSE))
   expect_identical(report$devices, c(1L, 1L))
   printed <- capture.output(print(report))
-  expect_match(printed[[1]], "accelerator +optimizer +devices +peak/device +memory +fits +state/device")
+  expect_match(printed[[1]],
+               "accelerator +optimizer +devices +peak/device +memory +fits +state/device")
   expect_match(printed[[2]], "T4 x 1 +adafactor +1 +9.0 GiB +14.8 GiB +yes")
   expect_match(printed[[3]], "T4 x 1 +Adam +1 +17.0 GiB +14.8 GiB +NO")
 })
