@@ -377,6 +377,7 @@ def test_a_bad_accelerator_name_says_what_is_accepted(compiled_for, received):
 
 def test_accelerator_names_are_read_as_people_write_them():
     assert target("h100x4") == target("H100 x 4")
+    assert target("Z100 x 4") is None and target(4) is None
     assert target("V5E:2x2").name == "v5e 2x2"
     assert (target("A100 x 8").device_count, target("v5p 2x2x2").device_count) == (8, 8)
     assert target("v5e 1x1").device_memory_bytes == 16 * 2**30

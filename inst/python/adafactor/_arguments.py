@@ -20,12 +20,6 @@ from adafactor._targets import ACCEPTED_TARGETS
 
 # What each argument accepts, in words shown to R and Python users alike.
 ACCEPTED = {
-    "compiled_for": ACCEPTED_TARGETS,
-    "batch": (
-        "one batch as fit() takes it: x, list(x, y) / (x, y), or with sample weights, "
-        "each an array or a full shape with a dtype (jax.ShapeDtypeStruct), the batch "
-        "size included"
-    ),
     "learning_rate": "a finite number >= 0, a LearningRateSchedule or a callable",
     "beta_2_decay": "a finite number < 0",
     "epsilon_1": "a finite number >= 0",
@@ -53,6 +47,16 @@ ACCEPTED = {
     "seed": "NULL/None or a whole number in [0, 2^31)",
 }
 
+# memory_report()'s own arguments (beside the optimizer's), in the same words.
+REPORT_ACCEPTED = {
+    "compiled_for": ACCEPTED_TARGETS,
+    "batch": (
+        "one batch as fit() takes it: x, list(x, y) / (x, y), or with sample weights, "
+        "each an array or a full shape with a dtype (jax.ShapeDtypeStruct), the batch "
+        "size included"
+    ),
+}
+
 # The dtypes a momentum may be stored in: computed in float32, stored rounded.
 MOMENTUM_DTYPES = ("float32", "bfloat16")
 
@@ -77,13 +81,13 @@ class ArgumentError(ValueError):
 
 def accepted(argument: str) -> str:
     """What `argument` accepts, in words."""
-    return ACCEPTED[argument]
+    return {**ACCEPTED, **REPORT_ACCEPTED}[argument]
 
 
 def error_message(argument: str, received: str) -> str:
     """The error text for a bad `argument`; `received` is the value as the
     caller's language writes it (R's wrapper passes its own deparse)."""
-    rule = ACCEPTED.get(argument, "a single value")
+    rule = {**ACCEPTED, **REPORT_ACCEPTED}.get(argument, "a single value")
     return f"`{argument}` must be {rule}. Received: {argument}={received}"
 
 

@@ -16,11 +16,11 @@ import keras
 
 from adafactor import _compile
 from adafactor._arguments import ArgumentError, error_message
+from adafactor._table import Report, table
 from adafactor._targets import target
-from adafactor.memory import MemoryReport, table
 
 
-class CompiledReport(MemoryReport):
+class CompiledReport(Report):
     """Rows (dicts) of `memory_report(..., compiled_for=...)`: a row an
     accelerator and optimizer. Prints as a table."""
 
@@ -160,7 +160,11 @@ def _targets(compiled_for) -> list:
     names = [compiled_for] if isinstance(compiled_for, str) else compiled_for
     if not isinstance(names, list | tuple) or not names:
         raise ArgumentError(error_message("compiled_for", repr(compiled_for)))
-    return [target(name) for name in names]
+    targets = [target(name) for name in names]
+    for name, chosen in zip(names, targets, strict=True):
+        if chosen is None:
+            raise ArgumentError(error_message("compiled_for", repr(name)))
+    return targets
 
 
 @dataclass(frozen=True)

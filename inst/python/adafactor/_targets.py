@@ -118,9 +118,8 @@ ACCEPTED_TARGETS = (
 )
 
 
-def target(name) -> Target:
-    """The `Target` that `name` names, or a ValueError that says what is
-    accepted."""
+def target(name) -> Target | None:
+    """The `Target` that `name` names, or None."""
     text = " ".join(str(name).split()) if isinstance(name, str) else None
     tpu = text and re.fullmatch(r"(?i)(v\d+[a-z]?)[ :-]((?:\d+x)+\d+)", text)
     if tpu and tpu.group(1).lower() in TPU_MEMORY:
@@ -134,6 +133,4 @@ def target(name) -> Target:
         card, count = cards[gpu.group(1).lower()], int(gpu.group(2))
         memory = GPU_CARDS[card]["device_memory_size"]
         return Target(f"{card} x {count}", "gpu", card, str(count), count, memory)
-    from adafactor._arguments import ArgumentError, error_message
-
-    raise ArgumentError(error_message("compiled_for", repr(name)))
+    return None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from adafactor._arguments import ArgumentError
+from adafactor._table import Report, table
 from adafactor.optimizer import Adafactor
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ _KERAS_CLASSES = (
 _FULL_SIZE_COPIES = {"keras Adafactor": 1, "Adam": 2, "AdamW": 2, "SGD": 0}
 
 
-class MemoryReport(list):
+class MemoryReport(Report):
     """Rows (dicts) of `memory_report()`; prints as a table."""
 
     COLUMNS = (
@@ -55,29 +56,8 @@ class MemoryReport(list):
         "per_device_bytes",
     )
 
-    def rows(self) -> list[dict]:
-        """The rows as plain dicts, what R's `adafactor_memory()` reads: the
-        bytes as floats (reticulate wraps a Python int past R's integers,
-        2^31, around)."""
-        return [
-            {
-                key: float(value) if key.endswith("_bytes") and value is not None else value
-                for key, value in row.items()
-            }
-            for row in self
-        ]
-
     def __str__(self) -> str:
         return table([self.COLUMNS] + [tuple(_cell(row[c]) for c in self.COLUMNS) for row in self])
-
-
-def table(lines: list[tuple[str, ...]]) -> str:
-    """Lines of cells as text, each column right-aligned."""
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join(
-        "  ".join(value.rjust(width) for value, width in zip(line, widths, strict=True))
-        for line in lines
-    )
 
 
 def _cell(value: Any) -> str:
