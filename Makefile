@@ -106,7 +106,7 @@ setup: .stamps/r-package .stamps/python
 .stamps/accelerators: pyproject.toml constraints/accelerators.txt
 	[ -x $(ACCELERATORS)/bin/python ] || python3 -m venv $(ACCELERATORS)
 	$(ACCELERATORS)/bin/python $(PIP_INSTALL) -c constraints/accelerators.txt -e . \
-	  'jax[tpu]' jax-cuda12-plugin jax-cuda12-pjrt keras-hub pytest
+	  'jax[tpu]' jax-cuda12-plugin jax-cuda12-pjrt keras-hub pytest coverage
 	touch $@
 
 document: .stamps/r-system
@@ -130,9 +130,12 @@ test-user-env: setup
 	$(PY) $(PYTEST) tests/user_env
 
 # fit()'s JAX step compiled for XLA:TPU and XLA:GPU: each device's peak
-# within the targets (tests/accelerators).
+# within the targets, and the compiled memory report (tests/accelerators).
+# Under coverage.py too: its data join test-python's in `coverage`.
 test-accelerators: .stamps/accelerators
-	$(ACCELERATORS)/bin/python $(PYTEST) tests/accelerators
+	rm -f .coverage.accelerators*
+	$(ACCELERATORS)/bin/python -m coverage run -p --source=adafactor \
+	  --data-file=.coverage.accelerators $(PYTEST) tests/accelerators
 
 # The R package installed from a clean copy of the repository's files, the
 # ways R users install (R CMD INSTALL, R CMD build, remotes), each trained
@@ -151,7 +154,7 @@ test-r: setup .stamps/accelerators
 
 # Python (the three backends of test-python combined) and R (test-r) line
 # coverage; fails below the floors.
-coverage: test-python test-r
+coverage: test-python test-accelerators test-r
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report --fail-under=$(PYTHON_COVERAGE_FLOOR)
 	Rscript -e 'library(covr); coverage <- readRDS(".stamps/r-coverage.rds"); print(coverage)' \
