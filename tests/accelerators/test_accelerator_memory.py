@@ -6,10 +6,10 @@ the 12 layers' gradients at a time, +0.083), with beta_1 +1.10 (its float32
 momentum is 1.0), with a bfloat16 momentum +0.60. The compilers' output is
 deterministic for the pinned versions (constraints/accelerators.txt).
 
-One case misses them: XLA:GPU under Megatron reaches +0.14 (from +0.92),
-since its multi-output fusion keeps the clipped square of a column-sharded
+One case misses them: XLA:GPU under Megatron reaches +0.135 (from +0.92),
+since its multi-output fusion keeps the clipped square of a column-cut
 kernel's gradient beside the gradient, for the row statistics that follow
-the column means (the memory article). It is held where it is reached, so
+the column sums (the memory article). It is held where it is reached, so
 that it cannot get worse unnoticed."""
 
 from __future__ import annotations
@@ -40,16 +40,29 @@ def above_sgd(compiler, distribution, dtype, optimizer, measure="peak_bytes"):
 
 
 @pytest.mark.parametrize("optimizer", list(TARGETS))
-@pytest.mark.parametrize("distribution", ["one device", "Megatron"])
+@pytest.mark.parametrize("distribution", ["one device", "DataParallel", "Megatron"])
 @pytest.mark.parametrize("compiler", COMPILERS)
 def test_each_devices_peak_is_within_its_target(compiler, distribution, optimizer):
     bound = TARGETS[optimizer] + SHORTFALL.get((compiler, distribution), 0.0)
     assert above_sgd(compiler, distribution, "float32", optimizer) <= bound
 
 
+@pytest.mark.parametrize("distribution", ["one device", "DataParallel"])
 @pytest.mark.parametrize("compiler", COMPILERS)
-def test_with_bfloat16_weights_too(compiler):
-    assert above_sgd(compiler, "one device", "bfloat16", "adafactor") <= TARGETS["adafactor"]
+def test_with_bfloat16_weights_too(compiler, distribution):
+    """(Under DataParallel XLA:TPU reaches it with its updates unordered:
+    +0.08, against +0.26 in order, `_jax.InOrder`.)"""
+    assert above_sgd(compiler, distribution, "bfloat16", "adafactor") <= TARGETS["adafactor"]
+
+
+def test_gemma_under_its_own_layout_map_on_gpus():
+    """keras_hub's Gemma (127 M parameters) under its layout map, compiled
+    for 4 H100s: its kernels are cut across the devices, and their step
+    on a GPU is the one written for XLA (`_jax.cut_step`; the generic
+    step's clipped copy of each gradient held +0.175)."""
+    sgd, parameters = bench.measure("gpu", "Gemma", "Gemma layout map", "float32", "SGD")
+    step, _ = bench.measure("gpu", "Gemma", "Gemma layout map", "float32", "adafactor")
+    assert (step.peak_bytes - sgd.peak_bytes) / parameters <= TARGETS["adafactor"]
 
 
 def test_adam_holds_two_more_copies_so_the_measure_sees_state():
@@ -67,9 +80,12 @@ def test_updates_left_to_the_scheduler_hold_gradients_alive():
 
 
 # The bytes the step moves beyond SGD's step (XLA's cost model), against
-# Adam's: at most Adam's. XLA:TPU on one device reaches 2.08 x Adam's (its
-# column and row reductions and the update each read the gradient, and the
-# clip's reads are counted in each), held there until a step reaches it.
+# Adam's: at most Adam's. XLA:TPU on one device reaches 2.08 x Adam's: it
+# fuses Adam's update into the gradient's matrix product, while this rule
+# needs the whole gradient's statistics first (the gradient written and
+# read three times, the variable read for its RMS: 5 x the parameters
+# against Adam's 4, and the compiler's copies to on-chip memory; the
+# benchmarks article). Held there, so that it cannot get worse unnoticed.
 BYTES_SHORTFALL = {("tpu", "one device"): 1.2}
 
 

@@ -11,6 +11,7 @@ TensorFlow and PyTorch run a variable's step where the variable lives.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from types import SimpleNamespace
 
@@ -109,22 +110,55 @@ def test_under_data_parallel_the_platform_decides_too(platform):
     assert found == (cpu_conditionals() if platform == "cpu" else 0)
 
 
-@JAX_ONLY
-@pytest.mark.parametrize("platform, rms_dots", [("cpu", LAYERS), ("cuda", 0), ("tpu", 0)])
-def test_variables_cut_across_devices_take_the_plain_step_in_the_platforms_form(platform, rms_dots):
-    """Under ModelParallel (here a mesh of this machine's one device, the
-    kernels laid out on its "model" axis) no conditional on any platform,
-    and the RMS form still the platform's."""
+@contextlib.contextmanager
+def cut_kernels():
+    """ModelParallel on a mesh of this machine's one device, the kernels
+    laid out on its "model" axis: cut across devices, as far as the step
+    can tell."""
     mesh = keras.distribution.DeviceMesh((1, 1), ["batch", "model"])
     layouts = keras.distribution.LayoutMap(mesh)
     layouts[".*kernel"] = (None, "model")
     distribution = keras.distribution.ModelParallel(layout_map=layouts, batch_dim_name="batch")
     keras.distribution.set_distribution(distribution)
     try:
-        _, sgd_dots = counts(lambda: keras.optimizers.SGD(0.01), platform)
-        assert counts(optimizer_adafactor, platform) == (0, sgd_dots + rms_dots)
+        yield
     finally:
         keras.distribution.set_distribution(None)
+
+
+@JAX_ONLY
+@pytest.mark.parametrize("platform, rms_dots", [("cpu", LAYERS), ("cuda", 0), ("tpu", 0)])
+def test_variables_cut_across_devices_take_no_conditional_in_the_platforms_form(platform, rms_dots):
+    """No conditional on any platform (it would hold collectives), and the
+    RMS form still the platform's."""
+    with cut_kernels():
+        _, sgd_dots = counts(lambda: keras.optimizers.SGD(0.01), platform)
+        assert counts(optimizer_adafactor, platform) == (0, sgd_dots + rms_dots)
+
+
+def finiteness_tests(platform, cut):
+    """How many `is_finite` tests the lowered train step holds: the clip
+    makes one in each use of the gradient it is made in."""
+    from adafactor import _jax
+
+    with cut_kernels() if cut else contextlib.nullcontext():
+        model, data = dense_stack(optimizer_adafactor(), width=64, layers=LAYERS, batch=8)
+        lowered = _jax.lowered_train_step(model, data, (platform,))
+    return lowered.as_text().count("stablehlo.is_finite")
+
+
+@JAX_ONLY
+def test_variables_cut_across_devices_take_the_fused_step_only_where_lowered_for_a_gpu():
+    """`_jax.cut_step`: lowered for a GPU, a cut kernel's step is a whole
+    one's (the clip made in each use of the gradient, nothing kept);
+    lowered for a TPU or the CPU, the generic step (the clip made once)."""
+    import jax
+
+    if jax.__version_info__ < (0, 5):
+        pytest.skip("JAX < 0.5 lowers both branches of lax.platform_dependent (XLA picks one)")
+    cut = {platform: finiteness_tests(platform, cut=True) for platform in ("cpu", "cuda", "tpu")}
+    assert cut["cuda"] == finiteness_tests("cuda", cut=False)
+    assert cut["tpu"] == cut["cpu"] < cut["cuda"]
 
 
 @JAX_ONLY
@@ -161,6 +195,50 @@ def test_updates_follow_one_another_only_where_lowered_for_an_accelerator(
     finally:
         keras.distribution.set_distribution(None)
     assert lowered.as_text().count("stablehlo.optimization_barrier") == barriers
+
+
+@JAX_ONLY
+@pytest.mark.parametrize("platform, barriers", [("cpu", 0), ("cuda", 2 * LAYERS - 1), ("tpu", 0)])
+def test_with_the_batch_split_across_devices_a_tpus_updates_are_left_unordered(
+    platform, barriers, monkeypatch
+):
+    """Under data parallelism (said here of the one device) every gradient
+    is summed across the devices: XLA:TPU then holds less with its updates
+    left to its scheduler, XLA:GPU with them in order (`_jax.InOrder`)."""
+    import jax
+
+    from adafactor import _jax
+
+    if platform == "cpu" and jax.__version_info__ < (0, 5):
+        pytest.skip("JAX < 0.5 lowers both branches of lax.platform_dependent (XLA picks one)")
+    monkeypatch.setattr(_placement, "batch_devices", lambda: 4)
+    model, data = dense_stack(optimizer_adafactor(), width=64, layers=LAYERS, batch=8)
+    lowered = _jax.lowered_train_step(model, data, (platform,))
+    assert lowered.as_text().count("stablehlo.optimization_barrier") == barriers
+
+
+@pytest.mark.parametrize(
+    "axes, shape, batch_axis, split",
+    [
+        (["batch"], (4,), "batch", 4),
+        (["batch", "model"], (1, 4), "batch", 1),
+        (["batch", "model"], (2, 4), "batch", 2),
+        (["model"], (4,), "model", 4),
+        (["model"], (4,), None, 1),
+    ],
+)
+def test_the_devices_a_batch_is_split_over_come_from_the_distributions_batch_axis(
+    axes, shape, batch_axis, split, monkeypatch
+):
+    mesh = SimpleNamespace(axis_names=axes, shape=shape)
+    distribution = SimpleNamespace(device_mesh=mesh, batch_dim_name=batch_axis)
+    monkeypatch.setattr(keras.distribution, "distribution", lambda: distribution)
+    assert _placement.batch_devices() == split
+
+
+def test_without_a_distribution_the_batch_is_on_one_device():
+    assert keras.distribution.distribution() is None
+    assert _placement.batch_devices() == 1
 
 
 @JAX_ONLY

@@ -6,7 +6,7 @@ from adafactor.factory import optimizer_adafactor
 from adafactor.memory import MemoryReport, memory_report
 from adafactor.optimizer import Adafactor
 
-__version__ = "0.6.0"
+__version__ = "0.6.1"
 __all__ = [
     "Adafactor",
     "ArgumentError",

@@ -78,29 +78,39 @@ class Pipeline:
 
 class InOrder:
     """One step's variables updated one after another, in the order given
-    (backpropagation's), where the step is lowered for a platform other than
-    the CPU: each variable's gradient is handed to its update only once the
-    variable updated before it has its new value (`optimization_barrier`).
+    (backpropagation's), where the step is lowered for a GPU or a TPU: each
+    variable's gradient is handed to its update only once the variable
+    updated before it has its new value (`optimization_barrier`).
 
     XLA:TPU and XLA:GPU otherwise schedule the updates late, together,
     with several layers' gradients alive at once. Measured (fit()'s step per
     device above SGD's, x the parameters that device holds, compiled here;
     `bench/accelerator_memory.py`, 2026-12-07): 12 x Dense(4096) on XLA:TPU
     +0.18 -> +0.09 on one device, XLA:GPU +0.92 -> +0.14 under Megatron;
-    keras_hub's Gemma under its layout map, XLA:TPU +0.91 -> +0.39, but
-    XLA:GPU +0.07 -> +0.17 (kept for both: the memory article).
-    The CPU step orders its updates itself (`Pipeline`), and XLA:CPU
-    ignores the barrier: there the gradient is passed on as it is."""
+    keras_hub's Gemma under its layout map, XLA:TPU +0.91 -> +0.39, XLA:GPU
+    +0.07 -> +0.01 (with `cut_step`). With the batch split across devices
+    (`batch_split`: every gradient is summed across them) XLA:GPU holds
+    less with the order (+0.00 -> -0.33), XLA:TPU more (+0.003 -> +0.09,
+    bfloat16 weights +0.08 -> +0.26): there the TPU's updates are left to
+    its scheduler. The CPU step orders its updates itself (`Pipeline`), and
+    XLA:CPU ignores the barrier: there the gradient is passed on as it is."""
 
-    def __init__(self):
+    def __init__(self, batch_split=False):
         self._last = None
+        unordered = ("cpu", "tpu") if batch_split else ("cpu",)
+        self._as_is = {platform: _as_is for platform in unordered}
 
     def gradient_of(self, variable, gradient):
         """`gradient`, after the last variable's update; `variable` is next."""
         last, self._last = self._last, variable
         if last is None or not isinstance(gradient, jax.core.Tracer):
             return gradient
-        return jax.lax.platform_dependent(gradient, last.value, cpu=lambda g, _: g, default=_after)
+        return jax.lax.platform_dependent(gradient, last.value, default=_after, **self._as_is)
+
+
+def _as_is(gradient, value):
+    """`gradient`, unordered."""
+    return gradient
 
 
 def _after(gradient, value):
@@ -114,11 +124,8 @@ def factored_step(optimizer, state, gradient, variable, learning_rate, step, dec
     docstring). On the CPU one operation (`as_one_operation`) in the
     optimizer's `Pipeline` where that pays, and the update's RMS as a
     matrix-vector product; elsewhere the plain step and the row-sum RMS
-    form. (`Adafactor.update_step` sends a variable cut across devices to
-    the generic step instead: its conditional would hold collectives, which
-    XLA's CPU runtime does not order with the step's others; four CPU
-    devices waited in different collectives,
-    tests/python/scale_out/jax_batch_on_model_axis.py.)"""
+    form. (A variable cut across devices takes `cut_step`: the CPU's
+    conditional would hold collectives.)"""
     forced = None if optimizer.rms_form == "auto" else optimizer.rms_form
     with_momentum = state.momentum is not None
     # With beta_1 the operation updates the factors and returns the scales;
@@ -142,7 +149,7 @@ def factored_step(optimizer, state, gradient, variable, learning_rate, step, dec
     def elsewhere():
         return compute(*arguments, forced or "fused"), None
 
-    result, done = by_platform(on_cpu, elsewhere, reads + writes, writes, step)
+    result, done = by_platform(reads + writes, writes, step, elsewhere, cpu=on_cpu)
     if one_operation:
         pipeline.finished(done)
     if with_momentum:
@@ -163,15 +170,16 @@ def weighted_row_sums_by_platform(grad_square, col_norm):
     )
 
 
-def by_platform(on_cpu, elsewhere, variables, writes, clock):
-    """`on_cpu()` where the step is lowered for the CPU, `elsewhere()` where
-    it is lowered for any other platform. Each may read the Keras variables
-    in `variables` and assign those in `writes`, and returns its result and
-    a flag (or None); their new values are assigned here. `clock` is a
-    traced scalar (the step count). Eagerly, the platform of JAX's default
-    device decides."""
+def by_platform(variables, writes, clock, elsewhere, **platforms):
+    """`platforms[name]()` where the step is lowered for the platform `name`
+    (JAX's: "cpu", "cuda", "tpu"), `elsewhere()` where it is lowered for any
+    other. Each may read the Keras variables in `variables` and assign those
+    in `writes`, and returns its result and a flag (or None); their new
+    values are assigned here. `clock` is a traced scalar (the step count).
+    Eagerly, the platform of JAX's default device decides."""
     if not isinstance(clock, jax.core.Tracer):
-        return on_cpu() if jax.default_backend() == "cpu" else elsewhere()
+        eager = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
+        return platforms.get(eager, elsewhere)()
 
     def branch(run):
         def traced(values):
@@ -183,12 +191,43 @@ def by_platform(on_cpu, elsewhere, variables, writes, clock):
 
         return traced
 
+    branches = {name: branch(run) for name, run in platforms.items()}
     result, values, done = jax.lax.platform_dependent(
-        [v.value for v in variables], cpu=branch(on_cpu), default=branch(elsewhere)
+        [v.value for v in variables], default=branch(elsewhere), **branches
     )
     for variable, value in zip(writes, values, strict=True):
         variable.assign(value)
     return result, done
+
+
+def cut_step(optimizer, state, gradient, variable, learning_rate, step, decay):
+    """The step of a factored variable cut across devices, with a dense
+    gradient. Where lowered for a GPU, the step written for XLA
+    (`Adafactor.whole_step`: the clip, and a low-precision gradient's cast,
+    made in each use of the gradient, no copy of it kept); elsewhere the
+    generic step (`Adafactor.plain_step`). Neither is a conditional: its
+    collectives stay outside any (XLA's CPU runtime does not order a
+    conditional's collectives with the step's others; four CPU devices
+    waited in different ones, tests/python/scale_out/jax_batch_on_model_axis.py).
+
+    Measured (`bench/accelerator_memory.py`, per device above SGD's, x the
+    parameters it holds; 2026-12-07): on XLA:GPU keras_hub's Gemma under its
+    layout map +0.175 -> +0.012, 12 x Dense(4096) under Megatron +0.142 ->
+    +0.135, and in bfloat16 the bytes moved 9.05 -> 6.55 x; on XLA:TPU the
+    generic step holds and moves less (Megatron +0.022 against +0.029, 7.18
+    against 8.03 x), as on the CPU (`make bench`)."""
+    forced = None if optimizer.rms_form == "auto" else optimizer.rms_form
+    writes = [v for v in (variable, state.row, state.col, state.momentum) if v is not None]
+    lr = keras.ops.convert_to_tensor(learning_rate)  # read outside the branches
+    arguments = (state, gradient, variable, lr, step, decay)
+
+    def on_gpu():
+        return optimizer.whole_step(*arguments, forced or "fused"), None
+
+    def elsewhere():
+        return optimizer.plain_step(*arguments), None
+
+    by_platform(writes, writes, step, elsewhere, cuda=on_gpu)
 
 
 def as_one_operation(compute, arguments, reads, writes, clock, wait=None):

@@ -69,3 +69,16 @@ def on_accelerator(variable) -> bool:
     # Keras's TensorFlow optimizer hands `update_step` the tf.Variable itself.
     device = str(getattr(getattr(variable, "_value", variable), "device", "")).upper()
     return "GPU:" in device or "TPU:" in device
+
+
+def batch_devices() -> int:
+    """How many devices the batch is split over under the current Keras
+    distribution (1 without one, or with a batch axis of one device): each
+    gradient is then summed across them."""
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return 1
+    mesh = distribution.device_mesh
+    names = list(mesh.axis_names)
+    name = getattr(distribution, "batch_dim_name", None)
+    return int(mesh.shape[names.index(name)]) if name in names else 1

@@ -348,7 +348,7 @@ class Adafactor(keras.optimizers.Optimizer):
             from adafactor import _jax
 
             self._pipeline = _jax.Pipeline()
-            self._in_order = _jax.InOrder()
+            self._in_order = _jax.InOrder(batch_split=_placement.batch_devices() > 1)
             # The step count as traced here: a conditional's branch reading
             # `iterations` would get its value before tracing.
             self._step_count = ops.convert_to_tensor(self.iterations)
@@ -372,11 +372,9 @@ class Adafactor(keras.optimizers.Optimizer):
 
         A factored variable with a dense gradient takes its backend's plan
         (PyTorch in place, TensorFlow's graph executor, JAX chosen for the
-        platform it is lowered for); the rest (vectors, `factored=False`,
-        sparse rows, TensorFlow under XLA, and on JAX a variable cut across
-        devices: no conditional may hold its collectives, and the clip made
-        in each use of the gradient held 0.5 x its parameters more per
-        device under ModelParallel, `make bench`) the generic step below.
+        platform it is lowered for, a variable cut across devices too:
+        `_jax.cut_step`); the rest (vectors, `factored=False`, sparse rows,
+        TensorFlow under XLA) the generic step, `plain_step`.
 
         A row-sparse gradient (TensorFlow's `IndexedSlices`, JAX's `BCOO`,
         e.g. an embedding's) gives the result of the same gradient made
@@ -390,21 +388,30 @@ class Adafactor(keras.optimizers.Optimizer):
         if self._in_order is not None:  # JAX: one variable after another
             gradient = self._in_order.gradient_of(variable, gradient)
         state = self.state_of(variable)
-        dtype = _rule.state_dtype(variable.dtype)
         rows, gradient = split_rows(gradient)
-        step = ops.cast(self.iterations + 1, dtype)
+        step = ops.cast(self.iterations + 1, _rule.state_dtype(variable.dtype))
         decay = _rule.decay_rate(step, self.beta_2_decay)
         if state.row is not None and rows is None:
             plan = _unfused_plan()
             if plan is not None:
                 plan.factored_step(self, state, gradient, variable, learning_rate, step, decay)
                 return
-            if keras.backend.backend() == "jax" and _placement.is_replicated(variable):
+            if keras.backend.backend() == "jax":
                 from adafactor import _jax
 
                 # In the variable's dtype: cast where it is used, fused.
-                _jax.factored_step(self, state, gradient, variable, learning_rate, step, decay)
+                if _placement.is_replicated(variable):
+                    _jax.factored_step(self, state, gradient, variable, learning_rate, step, decay)
+                else:
+                    _jax.cut_step(self, state, gradient, variable, learning_rate, step, decay)
                 return
+        self.plain_step(state, gradient, variable, learning_rate, step, decay, rows)
+
+    def plain_step(self, state, gradient, variable, learning_rate, step, decay, rows=None):
+        """The generic step: the gradient cast to the state's dtype and
+        clipped, once, then the second moment, the factors and the update.
+        With `rows` the gradient holds those rows only (`update_step`)."""
+        dtype = _rule.state_dtype(variable.dtype)
         gradient = ops.cast(gradient, dtype)
         clipped = _rule.clip_finite(gradient, _rule.largest_gradient(dtype))
         factors = self.step_factors(
