@@ -35,6 +35,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -152,6 +153,11 @@ def run_child(backend, optimizer, dtype, mode, timeout):
     return {"failed": why}
 
 
+# Children run at once: one on a GPU (its figures are one process's alone);
+# on the CPU, whose tiny run checks the code and measures nothing, two.
+AT_ONCE = {"gpu": 1, "cpu": 2}
+
+
 def measure(backends, mode, timeout) -> tuple[list[dict], list[str]]:
     """Rows of the table, and what kept a backend from being measured (the
     rest of that backend is then skipped)."""
@@ -159,7 +165,12 @@ def measure(backends, mode, timeout) -> tuple[list[dict], list[str]]:
     for backend in backends:
         try:
             for dtype in DTYPES:
-                measured = {o: measure_one(backend, o, dtype, mode, timeout) for o in OPTIMIZERS}
+                with ThreadPoolExecutor(AT_ONCE[mode]) as pool:
+                    running = {
+                        o: pool.submit(measure_one, backend, o, dtype, mode, timeout)
+                        for o in OPTIMIZERS
+                    }
+                measured = {o: child.result() for o, child in running.items()}
                 rows += table_rows(backend, dtype, measured)
         except NotMeasuredError as why:
             problems.append(str(why))
