@@ -113,17 +113,18 @@ document: .stamps/r-system
 	Rscript -e 'roxygen2::roxygenise()'
 
 # Under coverage.py: the three backends' data are combined by `coverage`.
+# The backends' suites two at a time (tests/two_at_once.sh), longest first.
 test-python: setup
 	rm -f .coverage .coverage.*
-	KERAS_BACKEND=tensorflow $(COVERED) $(PYTESTS)
-	KERAS_BACKEND=jax $(COVERED) -m backend $(PYTESTS)
-	KERAS_BACKEND=torch $(COVERED) -m backend $(PYTESTS)
+	tests/two_at_once.sh "KERAS_BACKEND=tensorflow $(COVERED) $(PYTESTS)" \
+	  "KERAS_BACKEND=jax $(COVERED) -m backend $(PYTESTS)" \
+	  "KERAS_BACKEND=torch $(COVERED) -m backend $(PYTESTS)"
 
 # The backend tests on the lowest declared versions (NumPy 1.26, Keras 3.10).
 test-lowest: .stamps/lowest
-	for backend in tensorflow jax torch; do \
-	  KERAS_BACKEND=$$backend $(LOWEST)/bin/python $(PYTEST) -m backend $(PYTESTS); \
-	done
+	tests/two_at_once.sh "KERAS_BACKEND=torch $(LOWEST)/bin/python $(PYTEST) -m backend $(PYTESTS)" \
+	  "KERAS_BACKEND=jax $(LOWEST)/bin/python $(PYTEST) -m backend $(PYTESTS)" \
+	  "KERAS_BACKEND=tensorflow $(LOWEST)/bin/python $(PYTEST) -m backend $(PYTESTS)"
 
 # pip install of the checkout into a user's own fresh environment.
 test-user-env: setup
