@@ -161,6 +161,76 @@ def test_variables_cut_across_devices_take_the_fused_step_only_where_lowered_for
     assert cut["tpu"] == cut["cpu"] < cut["cuda"]
 
 
+def minimums(platform, cut):
+    """How many `minimum`s the lowered train step holds (a clipped square
+    has one, `_rule.capped_square` one more)."""
+    from adafactor import _jax
+
+    with cut_kernels() if cut else contextlib.nullcontext():
+        model, data = dense_stack(optimizer_adafactor(), width=64, layers=LAYERS, batch=8)
+        lowered = _jax.lowered_train_step(model, data, (platform,))
+    return lowered.as_text().count("stablehlo.minimum")
+
+
+@JAX_ONLY
+def test_only_matrices_cut_across_gpus_sum_their_columns_of_the_capped_square():
+    """`_jax.cut_step`: lowered for a GPU, each cut float32 kernel's column
+    sums take `_rule.capped_square`, one `minimum` more than the whole
+    kernel's step; lowered for a TPU or the CPU, none (the generic step)."""
+    import jax
+
+    if jax.__version_info__ < (0, 5):
+        pytest.skip("JAX < 0.5 lowers both branches of lax.platform_dependent (XLA picks one)")
+    assert minimums("cuda", cut=True) == minimums("cuda", cut=False) + LAYERS
+    assert minimums("tpu", cut=True) == minimums("cpu", cut=True) < minimums("cuda", cut=True)
+
+
+def step_a_cut_kernel(grads, platform, monkeypatch):
+    """A (6, 5) kernel cut across devices (`cut_kernels`) stepped eagerly by
+    `grads` with the step `platform` takes (eagerly, JAX's default platform
+    decides); its value and the optimizer's state after each step."""
+    import jax
+
+    with cut_kernels():
+        start = np.random.default_rng(0).normal(size=(6, 5)).astype("float32")
+        kernel = keras.Variable(start, name="kernel")
+        assert not _placement.is_replicated(kernel)
+        optimizer = optimizer_adafactor()
+        with monkeypatch.context() as patch:
+            patch.setattr(jax, "default_backend", lambda: platform)
+            trajectory = []
+            for gradient in grads:
+                optimizer.apply([keras.ops.convert_to_tensor(gradient)], [kernel])
+                trajectory.append([np.asarray(v) for v in (kernel, *optimizer.variables[1:])])
+    return trajectory
+
+
+@JAX_ONLY
+def test_a_matrix_cut_across_gpus_steps_as_the_generic_step_even_beyond_the_clip(monkeypatch):
+    """The capped square the GPU's column sums take gives the factors and
+    the variable the generic step gives them, gradients whose squares
+    overflow float32 included (entries up to 3e38 clipped to 2.3e18)."""
+    rng = np.random.default_rng(1)
+    grads = [rng.normal(size=(6, 5)).astype("float32") for _ in range(5)]
+    grads[1][2, 3], grads[2][0, 1], grads[3][4, 4] = 1e30, -3e38, 2e19
+    on_gpu = step_a_cut_kernel(grads, "gpu", monkeypatch)
+    generic = step_a_cut_kernel(grads, "cpu", monkeypatch)
+    for gpu_step, generic_step in zip(on_gpu, generic, strict=True):
+        for gpu_value, generic_value in zip(gpu_step, generic_step, strict=True):
+            np.testing.assert_allclose(gpu_value, generic_value, rtol=1e-6, atol=0)
+
+
+@JAX_ONLY
+def test_an_infinite_gradient_poisons_a_matrix_cut_across_gpus_too(monkeypatch):
+    """The capped square counts an infinite entry as the largest finite
+    square in its column's sum; the entry still makes its variable NaN."""
+    grads = [np.random.default_rng(1).normal(size=(6, 5)).astype("float32")]
+    grads[0][2, 3] = np.inf
+    kernel, _, _, col = step_a_cut_kernel(grads, "gpu", monkeypatch)[-1]
+    assert np.isnan(kernel).any()
+    assert np.isfinite(col).all()
+
+
 @JAX_ONLY
 @pytest.mark.parametrize(
     "platform, barriers", [("cpu", 0), ("cuda", 2 * LAYERS - 1), ("tpu", 2 * LAYERS - 1)]

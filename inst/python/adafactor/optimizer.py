@@ -304,17 +304,19 @@ class Adafactor(keras.optimizers.Optimizer):
         row_norm, col_norm = _rule.normalized(state.row, state.col)
         return pick(rows, row_norm), pick(rows if rank > 2 else None, col_norm)
 
-    def factored_scales(self, state, grad_square, decay, shape, form, rows=None):
+    def factored_scales(self, state, grad_square, decay, shape, form, rows=None, col_square=None):
         """Update the factors; return the row and column scales (the unclipped
         update is g_ij * row_scale_i * col_scale_j = g_ij / sqrt(v_ij)) and
         the update's mean square, had without forming the update.
 
         With a row-sparse gradient (`rows` not None) `grad_square` holds the
         rows present only: the factors get what the dense gradient would give
-        them, and the scales come back for those rows."""
+        them, and the scales come back for those rows. `col_square`, where
+        given, is what the column sums of a dense gradient take instead of
+        `grad_square` (`_rule.capped_square`)."""
         col_rows = rows if len(shape) > 2 else None
         if rows is None:
-            col_mean = ops.mean(grad_square, axis=-2)
+            col_mean = ops.mean(grad_square if col_square is None else col_square, axis=-2)
         else:
             col_sum = ops.sum(grad_square, axis=-2)
             col_mean = spread(col_rows, col_sum, state.col.shape) / shape[-2]
@@ -427,13 +429,17 @@ class Adafactor(keras.optimizers.Optimizer):
         )
         _write.apply_update(self, variable, _rule.times(clipped, factors), state.momentum, rows)
 
-    def fused_factors(self, state, gradient, variable, learning_rate, step, decay, form):
+    def fused_factors(
+        self, state, gradient, variable, learning_rate, step, decay, form, capped_columns=False
+    ):
         """`step_factors` of a dense gradient, written for XLA: the clip
         (and a low-precision gradient's cast to float32) made in each of its
-        uses, so that no clipped or float32 copy is kept."""
+        uses, so that no clipped or float32 copy is kept. With
+        `capped_columns` the column sums take `_rule.capped_square`."""
         dtype = _rule.state_dtype(variable.dtype)
         largest = _rule.largest_gradient(dtype)
         gradient = ops.cast(gradient, dtype)
+        col_square = _rule.capped_square(gradient, largest) if capped_columns else None
         return self.step_factors(
             state,
             _rule.clip_finite(gradient, largest),
@@ -443,11 +449,17 @@ class Adafactor(keras.optimizers.Optimizer):
             step,
             decay,
             form,
+            col_square=col_square,
         )
 
-    def whole_step(self, state, gradient, variable, learning_rate, step, decay, form):
-        """The step of a variable without momentum, all of it (dense)."""
-        factors = self.fused_factors(state, gradient, variable, learning_rate, step, decay, form)
+    def whole_step(
+        self, state, gradient, variable, learning_rate, step, decay, form, capped_columns=False
+    ):
+        """The step of a variable, all of it (dense): `fused_factors`, then
+        `apply_factors`."""
+        factors = self.fused_factors(
+            state, gradient, variable, learning_rate, step, decay, form, capped_columns
+        )
         self.apply_factors(state, gradient, factors, variable)
 
     def apply_factors(self, state, gradient, factors, variable):
@@ -459,13 +471,24 @@ class Adafactor(keras.optimizers.Optimizer):
         _write.apply_update(self, variable, _rule.times(clipped, factors), state.momentum)
 
     def step_factors(
-        self, state, clipped, grad_square, variable, learning_rate, step, decay, form, rows=None
+        self,
+        state,
+        clipped,
+        grad_square,
+        variable,
+        learning_rate,
+        step,
+        decay,
+        form,
+        rows=None,
+        col_square=None,
     ):
         """Update the second moment (its factors, or the full one) from the
         clipped gradient and its square; return what the clipped gradient
         is multiplied by (broadcasting) to give the step before momentum:
         1 / sqrt(v), clipped to RMS `clip_threshold`, times the step size.
-        A factored variable's are a column and a row vector."""
+        A factored variable's are a column and a row vector (`col_square`:
+        `factored_scales`)."""
         dtype = _rule.state_dtype(variable.dtype)
         shape = tuple(variable.shape)
         if state.row is not None:
@@ -473,7 +496,7 @@ class Adafactor(keras.optimizers.Optimizer):
             # column vector: never 0 * inf, so a zero gradient row and column
             # stay finite, and v is never formed.
             row_scale, col_scale, mean_square = self.factored_scales(
-                state, grad_square, decay, shape, form, rows
+                state, grad_square, decay, shape, form, rows, col_square
             )
         else:
             scale = self._full_scale(state.second, grad_square, decay, rows, shape)
