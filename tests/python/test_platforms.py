@@ -136,15 +136,21 @@ def test_variables_cut_across_devices_take_no_conditional_in_the_platforms_form(
         assert counts(optimizer_adafactor, platform) == (0, sgd_dots + rms_dots)
 
 
-def finiteness_tests(platform, cut):
-    """How many `is_finite` tests the lowered train step holds: the clip
-    makes one in each use of the gradient it is made in."""
+def operations(name, platform, cut):
+    """How many operations `name` the train step lowered for `platform`
+    holds, its kernels cut across devices (`cut_kernels`) or whole."""
     from adafactor import _jax
 
     with cut_kernels() if cut else contextlib.nullcontext():
         model, data = dense_stack(optimizer_adafactor(), width=64, layers=LAYERS, batch=8)
         lowered = _jax.lowered_train_step(model, data, (platform,))
-    return lowered.as_text().count("stablehlo.is_finite")
+    return lowered.as_text().count(f"stablehlo.{name}")
+
+
+def finiteness_tests(platform, cut):
+    """How many `is_finite` tests the lowered train step holds: the clip
+    makes one in each use of the gradient it is made in."""
+    return operations("is_finite", platform, cut)
 
 
 @JAX_ONLY
@@ -164,12 +170,7 @@ def test_variables_cut_across_devices_take_the_fused_step_only_where_lowered_for
 def minimums(platform, cut):
     """How many `minimum`s the lowered train step holds (a clipped square
     has one, `_rule.capped_square` one more)."""
-    from adafactor import _jax
-
-    with cut_kernels() if cut else contextlib.nullcontext():
-        model, data = dense_stack(optimizer_adafactor(), width=64, layers=LAYERS, batch=8)
-        lowered = _jax.lowered_train_step(model, data, (platform,))
-    return lowered.as_text().count("stablehlo.minimum")
+    return operations("minimum", platform, cut)
 
 
 @JAX_ONLY
