@@ -398,6 +398,18 @@ def test_a_bad_batch_says_what_is_accepted(batch, received):
     assert str(error.value) == error_message("batch", received)
 
 
+@JAX_ONLY
+def test_compiled_for_needs_a_compiled_model():
+    """Its fit() step, loss included, is what is compiled. (On another
+    backend the error is that compiled_for needs JAX, below.)"""
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8)])
+    with pytest.raises(ArgumentError) as error:
+        memory_report(model, batch=BATCH, compiled_for="H100 x 1")
+    message = str(error.value)
+    assert message.startswith("`model` must be a compiled Keras model with compiled_for")
+    assert message.endswith("call compile(loss = ...) first. Received: model=Sequential")
+
+
 def test_a_batch_without_compiled_for_is_an_error():
     with pytest.raises(ArgumentError, match="`batch` is read with compiled_for only"):
         memory_report(compiled_dense(), batch=BATCH)
