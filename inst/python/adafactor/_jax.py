@@ -126,7 +126,9 @@ def factored_step(optimizer, state, gradient, variable, learning_rate, step, dec
     matrix-vector product; elsewhere the plain step and the row-sum RMS
     form. (A variable cut across devices takes `cut_step`: the CPU's
     conditional would hold collectives.)"""
-    forced = None if optimizer.rms_form == "auto" else optimizer.rms_form
+    forced, arguments = _plan_inputs(
+        optimizer, state, gradient, variable, learning_rate, step, decay
+    )
     with_momentum = state.momentum is not None
     # With beta_1 the operation updates the factors and returns the scales;
     # the momentum and the variable are updated after it, in place (a
@@ -134,8 +136,6 @@ def factored_step(optimizer, state, gradient, variable, learning_rate, step, dec
     factors = [state.row, state.col]
     reads, writes = ([variable], factors) if with_momentum else ([], [variable, *factors])
     compute = optimizer.fused_factors if with_momentum else optimizer.whole_step
-    lr = keras.ops.convert_to_tensor(learning_rate)
-    arguments = (state, gradient, variable, lr, step, decay)
     pipeline = getattr(optimizer, "_pipeline", None)
     one_operation = CONDITIONAL_PAYS and pipeline is not None
 
@@ -154,6 +154,15 @@ def factored_step(optimizer, state, gradient, variable, learning_rate, step, dec
         pipeline.finished(done)
     if with_momentum:
         optimizer.apply_factors(state, gradient, result, variable)
+
+
+def _plan_inputs(optimizer, state, gradient, variable, learning_rate, step, decay):
+    """The RMS form the optimizer forces (None: the platform's), and the
+    arguments every plan of a dense step takes, the learning rate read here,
+    outside the platforms' branches."""
+    forced = None if optimizer.rms_form == "auto" else optimizer.rms_form
+    lr = keras.ops.convert_to_tensor(learning_rate)
+    return forced, (state, gradient, variable, lr, step, decay)
 
 
 def weighted_row_sums_by_platform(grad_square, col_norm):
@@ -225,10 +234,10 @@ def cut_step(optimizer, state, gradient, variable, learning_rate, step, decay):
     moved; Gemma's matrices 5.96 -> 5.37 x moved, its rank-3 kernels held
     more with it (+0.012 -> +0.057), and bfloat16 weights (the cast one
     operation more) moved more (6.55 -> 7.05 x) and held the same."""
-    forced = None if optimizer.rms_form == "auto" else optimizer.rms_form
+    forced, arguments = _plan_inputs(
+        optimizer, state, gradient, variable, learning_rate, step, decay
+    )
     writes = [v for v in (variable, state.row, state.col, state.momentum) if v is not None]
-    lr = keras.ops.convert_to_tensor(learning_rate)  # read outside the branches
-    arguments = (state, gradient, variable, lr, step, decay)
 
     # A float32 matrix's column sums take the capped square (measured, above).
     capped = len(variable.shape) == 2 and variable.dtype == "float32"
